@@ -1,0 +1,1686 @@
+"""Lowering: a contract model becomes a ground ``Instance`` (see ``solvers.ir``).
+
+This module owns the meaning of the expression language. Expressions are evaluated in
+batches: a ``for_each`` or a ``sum(... for ...)`` becomes a table of bindings (one numpy
+column per loop name, one row per combination), and every sub-expression is evaluated
+once for all rows. A linear expression over n rows is a set of (row, column, coefficient)
+arrays, so a constraint with a million terms costs a few numpy calls, not a million
+Python steps. Errors name the constraint id, the position in the expression, the culprit
+and the fix; ``lower(model, collect=True)`` gathers them all instead of stopping at the
+first (that is what the static checker uses).
+"""
+
+from __future__ import annotations
+
+import csv
+import difflib
+import io
+import math
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Union
+
+import numpy as np
+
+from . import expr as ex
+from .errors import CheckFailed, Issue, ModelError
+from .ir import (
+    INF,
+    MAX_INT_ELEMENT,
+    STR_BASE,
+    And,
+    Atom,
+    Aux,
+    BoolArray,
+    Columns,
+    Const,
+    FloatArray,
+    Formula,
+    Instance,
+    IntArray,
+    Interner,
+    Intervals,
+    LinTerm,
+    Lit,
+    LogicCon,
+    Not,
+    Objective,
+    Or,
+    RowBlock,
+    VarBlock,
+)
+from .model import (
+    AllDifferent,
+    Clause,
+    CountingConstraint,
+    Cumulative,
+    EitherOr,
+    FixedCharge,
+    Implication,
+    LinearConstraint,
+    Model,
+    NoOverlap,
+    Parameter,
+    Precedence,
+    RangeSet,
+    SemiContinuous,
+    TableSet,
+)
+
+MAX_SET_SIZE = 50_000_000
+MAX_DOMAIN_SIZE = 50_000_000
+MAX_EXPANSION = 50_000_000
+MAX_COLUMNS = 20_000_000
+
+_I64 = np.int64
+_F64 = np.float64
+
+
+def _issue(code: str, message: str, where: str = "", fix: str = "", culprit: str = "",
+           position: int | None = None) -> ModelError:
+    return ModelError(Issue(code=code, message=message, where=where, culprit=culprit, fix=fix,
+                            position=position))
+
+
+# ======================================================================= sets and indexing
+
+
+class SetData:
+    """A set's elements as codes, with a vectorized position lookup."""
+
+    def __init__(self, name: str, codes: IntArray, is_range: bool = False) -> None:
+        self.name = name
+        self.codes = codes  # (n, arity)
+        self.arity = int(codes.shape[1])
+        self.size = int(codes.shape[0])
+        self.is_range = is_range
+        self.lo = int(codes[0, 0]) if is_range and self.size else 0
+        self._lookup: tuple[list[IntArray], IntArray, IntArray] | None = None
+
+    def _prepare(self) -> tuple[list[IntArray], IntArray, IntArray]:
+        if self._lookup is None:
+            uniq = [np.unique(self.codes[:, k]) for k in range(self.arity)]
+            keys = np.zeros(self.size, dtype=_I64)
+            for k in range(self.arity):
+                keys = keys * len(uniq[k]) + np.searchsorted(uniq[k], self.codes[:, k])
+            order = np.argsort(keys, kind="stable")
+            self._lookup = (uniq, keys[order], order.astype(_I64))
+        return self._lookup
+
+    def positions(self, comps: Sequence[IntArray]) -> IntArray:
+        """Position of each (component...) tuple in the set, -1 when it is not a member."""
+        if self.is_range:
+            q = comps[0]
+            pos = q - self.lo
+            return np.where((pos >= 0) & (pos < self.size), pos, -1).astype(_I64)
+        uniq, skeys, order = self._prepare()
+        n = len(comps[0])
+        keys = np.zeros(n, dtype=_I64)
+        ok = np.ones(n, dtype=bool)
+        for k in range(self.arity):
+            u = uniq[k]
+            if len(u) == 0:
+                return np.full(n, -1, dtype=_I64)
+            r = np.searchsorted(u, comps[k])
+            rc = np.minimum(r, len(u) - 1)
+            ok &= u[rc] == comps[k]
+            keys = keys * len(u) + rc
+        if len(skeys) == 0:
+            return np.full(n, -1, dtype=_I64)
+        i = np.minimum(np.searchsorted(skeys, keys), len(skeys) - 1)
+        ok &= skeys[i] == keys
+        return np.where(ok, order[i], -1).astype(_I64)
+
+    def label_codes(self, interner: Interner) -> list[dict[str, int]]:
+        """Per component: the text of each element (as JSON keys write it) -> code."""
+        out: list[dict[str, int]] = []
+        for k in range(self.arity):
+            out.append({interner.label(int(c)): int(c) for c in np.unique(self.codes[:, k])})
+        return out
+
+
+class Indexer:
+    """The cross product of index sets, in row-major order, with vectorized lookup."""
+
+    def __init__(self, sets: list[SetData]) -> None:
+        self.sets = sets
+        self.arity = sum(s.arity for s in sets)
+        size = 1
+        for s in sets:
+            size *= s.size
+        self.size = size
+        strides = []
+        acc = 1
+        for s in reversed(sets):
+            strides.append(acc)
+            acc *= s.size
+        self.strides = list(reversed(strides))
+
+    def positions(self, comps: Sequence[IntArray]) -> tuple[IntArray, int]:
+        """Positions (-1 where missing) and, on a miss, the index of the offending set."""
+        n = len(comps[0]) if comps else 1
+        pos = np.zeros(n, dtype=_I64)
+        bad_set = -1
+        k = 0
+        missing = np.zeros(n, dtype=bool)
+        for i, s in enumerate(self.sets):
+            p = s.positions(comps[k : k + s.arity])
+            k += s.arity
+            miss = p < 0
+            if bad_set < 0 and miss.any():
+                bad_set = i
+            missing |= miss
+            pos += np.where(miss, 0, p) * self.strides[i]
+        pos[missing] = -1
+        return pos, bad_set
+
+    def keys(self) -> IntArray:
+        """Element codes of every position: shape (size, arity)."""
+        if not self.sets:
+            return np.zeros((1, 0), dtype=_I64)
+        cols: list[IntArray] = []
+        rep = self.size
+        tile = 1
+        for s in self.sets:
+            rep //= max(s.size, 1)
+            for k in range(s.arity):
+                cols.append(np.tile(np.repeat(s.codes[:, k], rep), tile))
+            tile *= s.size
+        return np.stack(cols, axis=1) if cols else np.zeros((self.size, 0), dtype=_I64)
+
+
+# ======================================================================= batched values
+
+
+@dataclass
+class Env:
+    """A table of loop bindings: one row per combination."""
+
+    n: int
+    cols: dict[str, IntArray] = field(default_factory=dict)
+    sets: dict[str, SetData] = field(default_factory=dict)  # loop name -> the set it runs over
+    order: list[str] = field(default_factory=list)  # loop names in binding order
+
+    def take(self, idx: IntArray) -> Env:
+        return Env(len(idx), {k: v[idx] for k, v in self.cols.items()}, dict(self.sets), list(self.order))
+
+
+@dataclass
+class Elems:
+    codes: IntArray
+
+
+@dataclass
+class Nums:
+    v: FloatArray
+
+
+@dataclass
+class Lin:
+    const: FloatArray
+    r: IntArray
+    c: IntArray
+    v: FloatArray
+
+    @property
+    def n(self) -> int:
+        return int(self.const.shape[0])
+
+
+@dataclass
+class Quad:
+    lin: Lin
+    r: IntArray
+    c1: IntArray
+    c2: IntArray
+    v: FloatArray
+
+
+@dataclass
+class Bools:
+    mask: BoolArray
+
+
+@dataclass
+class IntervalRef:
+    ids: IntArray
+
+
+@dataclass
+class SetRef:
+    set: SetData
+
+
+Value = Union[Elems, Nums, Lin, Quad, Bools, IntervalRef, SetRef]
+
+
+# Batched formulas (logic templates): split per row into ir.Formula at the end.
+@dataclass
+class BAtom:
+    lin: Lin
+    lo: FloatArray
+    hi: FloatArray
+
+
+@dataclass
+class BNode:
+    op: str  # and | or | not
+    items: list[BForm]
+
+
+@dataclass
+class BConst:
+    mask: BoolArray
+
+
+BForm = Union[BAtom, BNode, BConst]
+
+
+def _empty_lin(n: int) -> Lin:
+    return Lin(np.zeros(n), np.zeros(0, _I64), np.zeros(0, _I64), np.zeros(0))
+
+
+def _as_lin(x: Value, n: int) -> Lin:
+    if isinstance(x, Lin):
+        return x
+    if isinstance(x, Nums):
+        return Lin(np.broadcast_to(x.v, (n,)).astype(_F64), np.zeros(0, _I64), np.zeros(0, _I64),
+                   np.zeros(0))
+    raise TypeError(type(x).__name__)
+
+
+def _lin_add(a: Lin, b: Lin, sign: float = 1.0) -> Lin:
+    return Lin(a.const + sign * b.const, np.concatenate([a.r, b.r]), np.concatenate([a.c, b.c]),
+               np.concatenate([a.v, sign * b.v]))
+
+
+def _lin_scale(a: Lin, s: FloatArray) -> Lin:
+    return Lin(a.const * s, a.r, a.c, a.v * s[a.r])
+
+
+def _quad_of(x: Value, n: int) -> Quad:
+    if isinstance(x, Quad):
+        return x
+    z = np.zeros(0, _I64)
+    return Quad(_as_lin(x, n), z, z, z, np.zeros(0))
+
+
+class _RowSplitter:
+    """Terms of a batched Lin grouped by row, for per-row extraction."""
+
+    def __init__(self, lin: Lin) -> None:
+        order = np.argsort(lin.r, kind="stable")
+        self.c = lin.c[order]
+        self.v = lin.v[order]
+        self.starts = np.searchsorted(lin.r[order], np.arange(lin.n + 1))
+        self.const = lin.const
+
+    def row(self, i: int) -> tuple[tuple[int, ...], tuple[float, ...], float]:
+        a, b = int(self.starts[i]), int(self.starts[i + 1])
+        cols: dict[int, float] = {}
+        for c, v in zip(self.c[a:b].tolist(), self.v[a:b].tolist(), strict=True):
+            cols[c] = cols.get(c, 0.0) + v
+        items = [(c, v) for c, v in cols.items() if v != 0.0]
+        return tuple(c for c, _ in items), tuple(v for _, v in items), float(self.const[i])
+
+
+# ======================================================================= the lowering
+
+
+@dataclass
+class _Var:
+    name: str
+    domain: str
+    indexer: Indexer
+    offset: int  # first column (for intervals: first interval id)
+    block: VarBlock | None = None
+
+
+class Lowering:
+    """Holds the symbol tables of one model while it is lowered."""
+
+    def __init__(self, model: Model, collect: bool = False) -> None:
+        self.model = model
+        self.collect = collect
+        self.issues: list[Issue] = []
+        self.interner = Interner()
+        self.tables: dict[str, dict[str, list[Any]]] = {}
+        self.sets: dict[str, SetData] = {}
+        self.params: dict[str, tuple[Indexer, FloatArray]] = {}
+        self.vars: dict[str, _Var] = {}
+        self.lower_parts: list[FloatArray] = []
+        self.upper_parts: list[FloatArray] = []
+        self.int_parts: list[BoolArray] = []
+        self.blocks: list[VarBlock] = []
+        self.ncols = 0
+        self.row_blocks: list[RowBlock] = []
+        self.logic: list[LogicCon] = []
+        self.aux: list[Aux] = []
+        self.iv_start: list[IntArray] = []
+        self.iv_end: list[IntArray] = []
+        self.iv_dur: list[FloatArray] = []
+        self.iv_names: list[str] = []
+        self.n_intervals = 0
+        self.iv_bounds: list[tuple[int, int, Any, Any, FloatArray]] = []
+        self.lags: list[float] = []
+        # per-expression context
+        self.where = ""
+        self.text = ""
+        self.allow_quad = False
+        self.aux_here: list[Aux] = []
+        self.aux_rows: list[tuple[IntArray, IntArray, FloatArray, FloatArray, FloatArray]] = []
+
+    # ------------------------------------------------------------------ errors
+
+    def fail(self, message: str, node: ex.Node | ex.Loop | None = None, fix: str = "",
+             code: str = "expression") -> ModelError:
+        pos = None if node is None else node.pos
+        culprit = ""
+        if pos is not None and 0 <= pos < len(self.text):
+            culprit = self.text[pos : pos + 30]
+        return _issue(code, message, self.where, fix, culprit, pos)
+
+    def _guard(self, fn: Callable[[], None]) -> None:
+        if not self.collect:
+            fn()
+            return
+        try:
+            fn()
+        except CheckFailed as e:
+            self.issues.extend(e.issues)
+        except ModelError as e:
+            self.issues.append(e.issue)
+
+    def suggest(self, name: str, pool: Iterator[str] | list[str]) -> str:
+        close = difflib.get_close_matches(name, list(pool), n=1)
+        return f"did you mean {close[0]!r}?" if close else "declare it in sets, parameters or variables"
+
+    # ------------------------------------------------------------------ tables
+
+    def load_tables(self) -> None:
+        for name, t in self.model.tables.items():
+            self.where = f"table {name}"
+            if t.columns is not None:
+                self.tables[name] = {k: list(v) for k, v in t.columns.items()}
+            elif t.records is not None:
+                keys: list[str] = []
+                for rec in t.records:
+                    for k in rec:
+                        if k not in keys:
+                            keys.append(k)
+                self.tables[name] = {k: [rec.get(k) for rec in t.records] for k in keys}
+            else:
+                self.tables[name] = _read_csv(t.csv or "", name)
+
+    def table_column(self, table: str, column: str) -> list[Any]:
+        if table not in self.tables:
+            raise _issue("unknown-table", f"table {table!r} is not in 'tables'", self.where,
+                         self.suggest(table, list(self.tables)))
+        cols = self.tables[table]
+        if column not in cols:
+            raise _issue("unknown-column", f"table {table!r} has no column {column!r}", self.where,
+                         "its columns are: " + ", ".join(cols))
+        return cols[column]
+
+    # ------------------------------------------------------------------ sets
+
+    def element_code(self, v: Any) -> int:
+        if isinstance(v, bool):
+            raise ValueError("true/false is not a set element")
+        if isinstance(v, float):
+            if not v.is_integer():
+                raise ValueError(f"{v} is not a whole number or a name")
+            v = int(v)
+        if isinstance(v, int):
+            if abs(v) >= MAX_INT_ELEMENT:
+                raise ValueError(f"{v} is too large for a set element")
+            return v
+        if isinstance(v, str):
+            return self.interner.code(v)
+        raise ValueError(f"{v!r} is not a set element")
+
+    def load_sets(self) -> None:
+        for name, sd in self.model.sets.items():
+            self.where = f"set {name}"
+            self._guard(lambda name=name, sd=sd: self._load_set(name, sd))  # type: ignore[misc]
+
+    def _load_set(self, name: str, sd: Any) -> None:
+        if isinstance(sd, RangeSet):
+            lo, hi = sd.range
+            if hi - lo + 1 > MAX_SET_SIZE:
+                raise _issue("too-large", f"range {lo}..{hi} has more than {MAX_SET_SIZE} elements",
+                             self.where)
+            codes = np.arange(lo, hi + 1, dtype=_I64).reshape(-1, 1)
+            self.sets[name] = SetData(name, codes, is_range=True)
+            return
+        if isinstance(sd, TableSet):
+            cols = [sd.column] if sd.column is not None else list(sd.columns or [])
+            data = [self.table_column(sd.table, c) for c in cols]
+            rows = list(zip(*data, strict=True))
+            seen: dict[tuple[Any, ...], None] = dict.fromkeys(rows)
+            elems: list[Any] = [r[0] if len(cols) == 1 else list(r) for r in seen]
+        else:
+            elems = list(sd)
+        if not elems:
+            raise _issue("empty-set", f"set {name!r} is empty", self.where,
+                         "give it at least one element, or remove what uses it")
+        if len(elems) > MAX_SET_SIZE:
+            raise _issue("too-large", f"set {name!r} has more than {MAX_SET_SIZE} elements", self.where)
+        arity = len(elems[0]) if isinstance(elems[0], list) else 1
+        try:
+            if arity == 1 and not isinstance(elems[0], list):
+                if any(isinstance(e, list) for e in elems):
+                    raise ValueError("mixes single elements and tuples")
+                codes = np.array([self.element_code(e) for e in elems], dtype=_I64).reshape(-1, 1)
+            else:
+                if any(not isinstance(e, list) or len(e) != arity for e in elems):
+                    raise ValueError(f"every tuple must have {arity} components")
+                if arity == 0:
+                    raise ValueError("tuples may not be empty")
+                codes = np.array([[self.element_code(x) for x in e] for e in elems], dtype=_I64)
+        except ValueError as e:
+            raise _issue("bad-set", f"set {name!r}: {e}", self.where) from None
+        s = SetData(name, codes)
+        if len(np.unique(s._prepare()[1])) != s.size:
+            raise _issue("duplicate-element", f"set {name!r} lists an element twice", self.where,
+                         "list each element once")
+        self.sets[name] = s
+
+    def index_sets(self, index: list[str], what: str) -> Indexer:
+        sets = []
+        for s in index:
+            if s not in self.sets:
+                if s in self.model.sets:  # failed to load: already reported
+                    raise CheckFailed([])
+                raise _issue("unknown-set", f"{what} is indexed by {s!r}, which is not a set", self.where,
+                             self.suggest(s, list(self.sets)))
+            sets.append(self.sets[s])
+        ix = Indexer(sets)
+        if ix.size > MAX_DOMAIN_SIZE:
+            raise _issue("too-large", f"{what} has {ix.size} index combinations (limit {MAX_DOMAIN_SIZE})",
+                         self.where)
+        return ix
+
+    # ------------------------------------------------------------------ parameters
+
+    def load_params(self) -> None:
+        for name, p in self.model.parameters.items():
+            self.where = f"parameter {name}"
+            self._guard(lambda name=name, p=p: self._load_param(name, p))  # type: ignore[misc]
+
+    def _load_param(self, name: str, p: Parameter) -> None:
+        ix = self.index_sets(p.index, f"parameter {name!r}")
+        default = np.nan if p.default is None else float(p.default)
+        arr = np.full(ix.size, default, dtype=_F64)
+        if p.value is not None:
+            arr[:] = float(p.value)
+        elif p.table is not None:
+            cols = [self.table_column(p.table, c) for c in (p.index_columns or [])]
+            vals = self.table_column(p.table, p.column or "")
+            try:
+                comps = [np.array([self.element_code(v) for v in c], dtype=_I64) for c in cols]
+                fv = np.array([np.nan if v is None or v == "" else float(v) for v in vals], dtype=_F64)
+            except (TypeError, ValueError) as e:
+                raise _issue("bad-value", f"parameter {name!r}: a table value is not a number ({e})",
+                             self.where) from None
+            self._fill(name, ix, arr, comps, fv)
+        else:
+            self._fill_values(name, p, ix, arr)
+        if not np.all(np.isfinite(arr) | np.isnan(arr)):
+            raise _issue("bad-value", f"parameter {name!r} has an infinite value", self.where)
+        if np.any(np.abs(arr[np.isfinite(arr)]) > 1e15):
+            raise _issue("bad-value", f"parameter {name!r} has a value beyond 1e15", self.where,
+                         "rescale the data (e.g. thousands instead of units)")
+        self.params[name] = (ix, arr)
+
+    def _fill(self, name: str, ix: Indexer, arr: FloatArray, comps: list[IntArray], vals: FloatArray) -> None:
+        pos, bad = ix.positions(comps) if comps else (np.zeros(len(vals), dtype=_I64), -1)
+        if bad >= 0:
+            i = int(np.argmax(pos < 0))
+            key = ",".join(self.interner.label(int(c[i])) for c in comps)
+            raise _issue("index-not-in-set", f"parameter {name!r} has a value for [{key}], which is not in "
+                         f"set {ix.sets[bad].name!r}", self.where,
+                         f"remove it or add the element to {ix.sets[bad].name}")
+        if len(np.unique(pos)) != len(pos):
+            raise _issue("duplicate-value", f"parameter {name!r} gives a value twice for one index", self.where)
+        arr[pos] = vals
+
+    def _fill_values(self, name: str, p: Parameter, ix: Indexer, arr: FloatArray) -> None:
+        values = p.values
+        shape = tuple(s.size for s in ix.sets)
+        # Fast path: dense nested lists in set order.
+        if isinstance(values, list) and all(s.arity == 1 for s in ix.sets):
+            try:
+                dense = np.asarray(values, dtype=_F64)
+            except (TypeError, ValueError):
+                dense = None
+            if dense is not None and dense.shape == shape:
+                if not np.all(np.isfinite(dense)):
+                    raise _issue("bad-value", f"parameter {name!r} has a value that is not a finite number",
+                                 self.where)
+                arr[:] = dense.reshape(-1)
+                return
+            if dense is not None and dense.ndim >= 1 and dense.shape != shape:
+                raise _issue("bad-shape", f"parameter {name!r}: values have shape {list(dense.shape)}, "
+                             f"but the index sets {p.index} have sizes {list(shape)}", self.where,
+                             "give one value per element, in set order, or use a dictionary keyed by element")
+        labels = [d for s in ix.sets for d in s.label_codes(self.interner)]
+        comp_set = [s.name for s in ix.sets for _ in range(s.arity)]
+        keys: list[list[int]] = []
+        vals: list[float] = []
+
+        def walk(node: Any, depth: int, prefix: list[int]) -> None:
+            if depth == len(labels):
+                if isinstance(node, bool) or not isinstance(node, (int, float)):
+                    raise _issue("bad-value", f"parameter {name!r} at [{self._plabel(prefix)}]: "
+                                 f"{str(node)[:40]!r} is not a number", self.where)
+                if not math.isfinite(node):
+                    raise _issue("bad-value", f"parameter {name!r} at [{self._plabel(prefix)}] is not finite",
+                                 self.where)
+                keys.append(prefix)
+                vals.append(float(node))
+                return
+            if isinstance(node, list):
+                s = ix.sets[_set_of_component(ix, depth)]
+                if s.arity != 1:
+                    raise _issue("bad-shape", f"parameter {name!r}: a list cannot index the tuple set "
+                                 f"{s.name!r}", self.where, "use nested dictionaries keyed by element")
+                if len(node) != s.size:
+                    raise _issue("bad-shape", f"parameter {name!r}: a list of {len(node)} values for set "
+                                 f"{s.name!r} of {s.size} elements", self.where,
+                                 "give one value per element in set order, or a dictionary")
+                for k, item in enumerate(node):
+                    walk(item, depth + 1, [*prefix, int(s.codes[k, 0])])
+                return
+            if isinstance(node, dict):
+                for key, item in node.items():
+                    code = labels[depth].get(str(key))
+                    if code is None:
+                        raise _issue("index-not-in-set", f"parameter {name!r}: {str(key)[:40]!r} is not an "
+                                     f"element of set {comp_set[depth]!r}", self.where,
+                                     self.suggest(str(key), list(labels[depth])))
+                    walk(item, depth + 1, [*prefix, code])
+                return
+            raise _issue("bad-shape", f"parameter {name!r}: expected a dictionary or list at "
+                         f"[{self._plabel(prefix)}], got {type(node).__name__}",
+                         self.where, f"nest values in the order of the index {p.index}")
+
+        walk(values, 0, [])
+        if not keys:
+            return
+        karr = np.array(keys, dtype=_I64)
+        self._fill(name, ix, arr, [karr[:, k] for k in range(karr.shape[1])], np.array(vals, dtype=_F64))
+
+    def _plabel(self, codes: list[int]) -> str:
+        return ",".join(self.interner.label(c) for c in codes)
+
+    # ------------------------------------------------------------------ variables
+
+    def load_vars(self) -> None:
+        for v in self.model.variables:
+            self.where = f"variable {v.name}"
+            self._guard(lambda v=v: self._load_var(v))  # type: ignore[misc]
+
+    def _bound_array(self, bound: Any, ix: Indexer, vname: str, which: str) -> FloatArray:
+        if bound is None:
+            return np.full(ix.size, -INF if which == "lower" else INF)
+        if isinstance(bound, str):
+            if bound not in self.params:
+                if bound in self.model.parameters:
+                    raise CheckFailed([])
+                raise _issue("unknown-symbol", f"the {which} bound {bound!r} of {vname!r} is not a parameter",
+                             self.where, self.suggest(bound, list(self.params)))
+            pix, arr = self.params[bound]
+            if pix.size == 1 and not pix.sets:
+                return np.full(ix.size, arr[0])
+            if [s.name for s in pix.sets] != [s.name for s in ix.sets]:
+                raise _issue("index-mismatch", f"the {which} bound {bound!r} is indexed by "
+                             f"{[s.name for s in pix.sets]}, but {vname!r} by {[s.name for s in ix.sets]}",
+                             self.where, "use a parameter indexed like the variable")
+            if np.isnan(arr).any():
+                raise _issue("missing-value", f"the {which} bound {bound!r} of {vname!r} lacks values",
+                             self.where, "give a value for every index or a 'default'")
+            return arr.copy()
+        return np.full(ix.size, float(bound))
+
+    def _load_var(self, v: Any) -> None:
+        ix = self.index_sets(v.index, f"variable {v.name!r}")
+        if self.ncols + ix.size > MAX_COLUMNS:
+            raise _issue("too-large", f"the model has more than {MAX_COLUMNS} variables", self.where)
+        keys = ix.keys()
+        if v.domain == "interval":
+            dur = self._bound_array(v.duration, ix, v.name, "duration")
+            if np.any(dur < 0):
+                raise _issue("bad-value", f"interval {v.name!r} has a negative duration", self.where)
+            n = ix.size
+            offset = self.ncols
+            start_col = offset + 2 * np.arange(n, dtype=_I64)
+            block = VarBlock(v.name, "interval", offset, 2 * n, keys, v.description, v.source, v.unit)
+            lo = np.zeros(2 * n)
+            hi = np.full(2 * n, INF)
+            self._add_cols(block, lo, hi, np.zeros(2 * n, dtype=bool))
+            self.iv_start.append(start_col)
+            self.iv_end.append(start_col + 1)
+            self.iv_dur.append(dur)
+            self.iv_names.extend(block.column_name(self.interner, k) for k in range(n))
+            self.iv_bounds.append((offset, n, v.start, v.end, dur))
+            self.vars[v.name] = _Var(v.name, "interval", ix, self.n_intervals, block)
+            self.n_intervals += n
+            return
+        lo = self._bound_array(v.lower, ix, v.name, "lower")
+        hi = self._bound_array(v.upper, ix, v.name, "upper")
+        integer = v.domain in ("integer", "binary", "boolean")
+        if v.domain in ("binary", "boolean"):
+            lo = np.maximum(lo, 0.0)
+            hi = np.minimum(hi, 1.0)
+        if np.any(lo > hi):
+            k = int(np.argmax(lo > hi))
+            raise _issue("bad-bounds", f"{block_label(v.name, keys, k, self.interner)} has lower bound "
+                         f"{lo[k]:g} above its upper bound {hi[k]:g}", self.where, "fix the bounds")
+        block = VarBlock(v.name, v.domain, self.ncols, ix.size, keys, v.description, v.source, v.unit)
+        self.vars[v.name] = _Var(v.name, v.domain, ix, self.ncols, block)
+        self._add_cols(block, lo, hi, np.full(ix.size, integer))
+
+    def _add_cols(self, block: VarBlock, lo: FloatArray, hi: FloatArray, integer: BoolArray) -> None:
+        self.blocks.append(block)
+        self.lower_parts.append(lo)
+        self.upper_parts.append(hi)
+        self.int_parts.append(integer)
+        self.ncols += int(lo.shape[0])
+
+    def new_aux(self, n: int, kind: str) -> IntArray:
+        keys = np.zeros((n, 1), dtype=_I64) + np.arange(n, dtype=_I64).reshape(-1, 1)
+        block = VarBlock(f"_{kind}{len(self.aux)}", "aux", self.ncols, n, keys)
+        cols = self.ncols + np.arange(n, dtype=_I64)
+        self._add_cols(block, np.full(n, -INF), np.full(n, INF), np.zeros(n, dtype=bool))
+        for c in cols.tolist():
+            a = Aux(int(c), kind, self.where)
+            self.aux.append(a)
+            self.aux_here.append(a)
+        return cols
+
+    # ------------------------------------------------------------------ environments
+
+    def env_for(self, loops: Sequence[ex.Loop], base: Env | None = None) -> tuple[Env, IntArray]:
+        """Expand ``base`` by loops (with conditions); return the new env and row parents."""
+        env = base if base is not None else Env(1)
+        parent = np.arange(env.n, dtype=_I64)
+        for lp in loops:
+            if lp.set_name not in self.sets:
+                if lp.set_name in self.model.sets:
+                    raise CheckFailed([])
+                what = "a parameter" if lp.set_name in self.params else (
+                    "a variable" if lp.set_name in self.vars else "not declared")
+                raise self.fail(f"loops run over sets; {lp.set_name!r} is {what}", lp,
+                                self.suggest(lp.set_name, list(self.sets)), code="unknown-set")
+            s = self.sets[lp.set_name]
+            if len(lp.targets) != s.arity:
+                if s.arity > 1:
+                    fix = f"write 'for ({', '.join('ijklmn'[: s.arity])}) in {s.name}'"
+                else:
+                    fix = f"write 'for i in {s.name}'"
+                raise self.fail(f"set {s.name!r} holds {s.arity}-tuples but the loop binds "
+                                f"{len(lp.targets)} name(s)", lp, fix, code="arity")
+            for t in lp.targets:
+                if t in env.cols:
+                    raise self.fail(f"the loop name {t!r} is already bound by an outer loop", lp,
+                                    "use another name", code="shadowing")
+                if t in self.sets or t in self.params or t in self.vars:
+                    raise self.fail(f"the loop name {t!r} is also the name of a set, parameter or variable",
+                                    lp, "use another loop name", code="shadowing")
+            m = env.n * s.size
+            if m > MAX_EXPANSION:
+                raise self.fail(f"this expands to {m} combinations (limit {MAX_EXPANSION})", lp,
+                                "add conditions or split the model", code="too-large")
+            rep = np.repeat(np.arange(env.n, dtype=_I64), s.size)
+            new = env.take(rep)
+            for k, t in enumerate(lp.targets):
+                new.cols[t] = np.tile(s.codes[:, k], env.n)
+                new.sets[t] = s
+                new.order.append(t)
+            parent = parent[rep]
+            env = new
+            for cond in lp.conds:
+                mask = self.condition(cond, env)
+                keep = np.flatnonzero(mask)
+                env = env.take(keep)
+                parent = parent[keep]
+        return env, parent
+
+    def condition(self, node: ex.Node, env: Env) -> BoolArray:
+        v = self.ev(node, env)
+        if isinstance(v, Bools):
+            return v.mask
+        if isinstance(v, Nums):
+            return v.v != 0
+        if isinstance(v, (Lin, Quad)):
+            raise self.fail("a condition may test set elements and parameters, never variables", node,
+                            "move the test on variables into a constraint (or use an implication)",
+                            code="condition-on-variable")
+        raise self.fail("this condition is not true/false", node)
+
+    # ------------------------------------------------------------------ evaluation
+
+    def ev(self, node: ex.Node, env: Env) -> Value:
+        n = env.n
+        if isinstance(node, ex.Num):
+            return Nums(np.full(n, float(node.value)))
+        if isinstance(node, ex.Str):
+            code = self.interner.lookup(node.value)
+            if code is None:
+                raise self.fail(f"{node.value!r} is not an element of any set", node,
+                                "check the spelling against the sets", code="index-not-in-set")
+            return Elems(np.full(n, code, dtype=_I64))
+        if isinstance(node, ex.Name):
+            return self.ev_name(node, env)
+        if isinstance(node, ex.Index):
+            return self.ev_index(node, env)
+        if isinstance(node, ex.Unary):
+            if node.op == "not":
+                return Bools(~self.condition(node.operand, env))
+            x = self.ev(node.operand, env)
+            return self.arith("*", Nums(np.full(n, -1.0)), x, node, n)
+        if isinstance(node, ex.Bin):
+            return self.arith(node.op, self.ev(node.left, env), self.ev(node.right, env), node, n)
+        if isinstance(node, ex.Compare):
+            return self.compare_data(node, env)
+        if isinstance(node, ex.BoolOp):
+            masks = [self.condition(v, env) for v in node.values]
+            out = masks[0]
+            for m in masks[1:]:
+                out = (out & m) if node.op == "and" else (out | m)
+            return Bools(out)
+        if isinstance(node, ex.Call):
+            return self.ev_call(node, env)
+        if isinstance(node, ex.Gen):
+            raise self.fail("a generator needs a function around it, as in sum(... for i in S)", node)
+        if isinstance(node, ex.Tuple):
+            raise self.fail("a tuple is only allowed on the left of 'in', as in (i, j) in A", node)
+        raise self.fail(f"unexpected {type(node).__name__}", node)
+
+    def ev_name(self, node: ex.Name, env: Env) -> Value:
+        name = node.id
+        n = env.n
+        if name in env.cols:
+            return Elems(env.cols[name])
+        if name in self.params:
+            ix, arr = self.params[name]
+            if ix.sets:
+                raise self.fail(f"parameter {name!r} is indexed by {[s.name for s in ix.sets]}: write "
+                                f"{name}[...]", node, code="arity")
+            if np.isnan(arr[0]):
+                raise self.fail(f"parameter {name!r} has no value", node, code="missing-value")
+            return Nums(np.full(n, arr[0]))
+        if name in self.vars:
+            var = self.vars[name]
+            if var.indexer.sets:
+                raise self.fail(f"variable {name!r} is indexed by {[s.name for s in var.indexer.sets]}: "
+                                f"write {name}[...]", node, code="arity")
+            if var.domain == "interval":
+                return IntervalRef(np.full(n, var.offset, dtype=_I64))
+            return Lin(np.zeros(n), np.arange(n, dtype=_I64), np.full(n, var.offset, dtype=_I64),
+                       np.ones(n))
+        if name in self.sets:
+            return SetRef(self.sets[name])
+        if name in ("inf", "infinity"):
+            return Nums(np.full(n, INF))
+        if name in self.model.parameters or name in self.model.sets or name in {
+            v.name for v in self.model.variables
+        }:
+            raise CheckFailed([])  # its own declaration failed and was reported
+        pool = list(self.params) + list(self.vars) + list(self.sets) + list(env.cols)
+        raise self.fail(f"unknown name {name!r}", node, self.suggest(name, pool), code="unknown-symbol")
+
+    def index_codes(self, node: ex.Index, env: Env) -> list[IntArray]:
+        comps: list[IntArray] = []
+        for a in node.args:
+            v = self.ev(a, env)
+            if isinstance(v, Elems):
+                comps.append(v.codes)
+            elif isinstance(v, Nums):
+                if not np.all(np.isfinite(v.v)) or not np.all(v.v == np.round(v.v)):
+                    raise self.fail("an index must be a set element or a whole number", a, code="bad-index")
+                comps.append(v.v.astype(_I64))
+            else:
+                raise self.fail("an index must be a set element (a loop name, a quoted name or a number), "
+                                "not an expression of variables", a, code="bad-index")
+        return comps
+
+    def locate(self, node: ex.Index, env: Env, ix: Indexer, what: str) -> IntArray:
+        if len(node.args) != ix.arity:
+            raise self.fail(f"{what} {node.name!r} takes {ix.arity} index(es) "
+                            f"({', '.join(s.name for s in ix.sets) or 'none'}), got {len(node.args)}",
+                            node, code="arity")
+        comps = self.index_codes(node, env)
+        pos, bad = ix.positions(comps)
+        if bad >= 0:
+            i = int(np.argmax(pos < 0))
+            key = ",".join(self.interner.label(int(c[i])) for c in comps)
+            binding = ", ".join(f"{k} = {self.interner.label(int(env.cols[k][i]))}" for k in env.order)
+            s = ix.sets[bad]
+            raise self.fail(f"{node.name}[{key}]: the index is not in set {s.name!r}"
+                            + (f" (when {binding})" if binding else ""), node,
+                            f"restrict the loop with a condition, or add the element to {s.name}",
+                            code="index-not-in-set")
+        return pos
+
+    def ev_index(self, node: ex.Index, env: Env) -> Value:
+        name = node.name
+        n = env.n
+        if name in self.params:
+            ix, arr = self.params[name]
+            pos = self.locate(node, env, ix, "parameter")
+            vals = arr[pos]
+            if np.isnan(vals).any():
+                i = int(np.argmax(np.isnan(vals)))
+                key = ",".join(self.interner.label(int(k)) for k in ix.keys()[pos[i]]) if ix.size <= 10**6 else "?"
+                raise self.fail(f"parameter {name!r} has no value for [{key}]", node,
+                                f"add a value for [{key}] to {name}, or give {name} a 'default'",
+                                code="missing-value")
+            return Nums(vals)
+        if name in self.vars:
+            var = self.vars[name]
+            pos = self.locate(node, env, var.indexer, "variable")
+            if var.domain == "interval":
+                return IntervalRef(var.offset + pos)
+            return Lin(np.zeros(n), np.arange(n, dtype=_I64), var.offset + pos, np.ones(n))
+        if name in self.sets:
+            raise self.fail(f"{name!r} is a set and cannot be indexed", node,
+                            "use 'in' to test membership: (i, j) in A", code="bad-index")
+        if name in env.cols:
+            raise self.fail(f"{name!r} is a loop name and cannot be indexed", node, code="bad-index")
+        if name in self.model.parameters or name in {v.name for v in self.model.variables}:
+            raise CheckFailed([])
+        pool = list(self.params) + list(self.vars)
+        raise self.fail(f"unknown name {name!r}", node, self.suggest(name, pool), code="unknown-symbol")
+
+    def nums_of(self, x: Value, node: ex.Node) -> Nums | None:
+        if isinstance(x, Nums):
+            return x
+        if isinstance(x, Elems):
+            if np.any(x.codes >= STR_BASE):
+                i = int(np.argmax(x.codes >= STR_BASE))
+                raise self.fail(f"cannot do arithmetic with the element {self.interner.label(int(x.codes[i]))!r}",
+                                node, "arithmetic works on whole-number elements (ranges) and parameters",
+                                code="type")
+            return Nums(x.codes.astype(_F64))
+        return None
+
+    def arith(self, op: str, a: Value, b: Value, node: ex.Node, n: int) -> Value:
+        for x in (a, b):
+            if isinstance(x, (Bools, IntervalRef, SetRef)):
+                what = {Bools: "a true/false test", IntervalRef: "an interval (use start(t) or end(t))",
+                        SetRef: "a set"}[type(x)]
+                raise self.fail(f"cannot do arithmetic with {what}", node, code="type")
+        na, nb = self.nums_of(a, node), self.nums_of(b, node)
+        if na is not None and nb is not None:
+            with np.errstate(all="ignore"):
+                if op == "+":
+                    return Nums(na.v + nb.v)
+                if op == "-":
+                    return Nums(na.v - nb.v)
+                if op == "*":
+                    return Nums(na.v * nb.v)
+                if op == "/":
+                    if np.any(nb.v == 0):
+                        raise self.fail("division by zero", node, code="division-by-zero")
+                    return Nums(na.v / nb.v)
+                if op == "**":
+                    r = na.v ** nb.v
+                    if not np.all(np.isfinite(r)):
+                        raise self.fail("the power gives a number that is not finite", node)
+                    return Nums(r)
+        va: Value = na if na is not None else a
+        vb: Value = nb if nb is not None else b
+        if op in ("+", "-"):
+            sign = 1.0 if op == "+" else -1.0
+            if isinstance(va, Quad) or isinstance(vb, Quad):
+                qa, qb = _quad_of(va, n), _quad_of(vb, n)
+                return Quad(_lin_add(qa.lin, qb.lin, sign), np.concatenate([qa.r, qb.r]),
+                            np.concatenate([qa.c1, qb.c1]), np.concatenate([qa.c2, qb.c2]),
+                            np.concatenate([qa.v, sign * qb.v]))
+            return _lin_add(_as_lin(va, n), _as_lin(vb, n), sign)
+        if op == "*":
+            if isinstance(va, Nums) or isinstance(vb, Nums):
+                s, other = (va, vb) if isinstance(va, Nums) else (vb, va)
+                assert isinstance(s, Nums)
+                if isinstance(other, Lin):
+                    return _lin_scale(other, s.v)
+                if isinstance(other, Quad):
+                    return Quad(_lin_scale(other.lin, s.v), other.r, other.c1, other.c2, other.v * s.v[other.r])
+            if isinstance(va, Lin) and isinstance(vb, Lin):
+                if not self.allow_quad:
+                    raise self.fail("product of two expressions with variables: this is nonlinear", node,
+                                    "constraints must be linear: multiply variables only by data, or model "
+                                    "the product with a binary variable and a fixed_charge/implication",
+                                    code="nonlinear")
+                return self.lin_product(va, vb)
+            raise self.fail("this product is of degree above two", node, code="nonlinear")
+        if op == "/":
+            if isinstance(vb, Nums):
+                if np.any(vb.v == 0):
+                    raise self.fail("division by zero", node, code="division-by-zero")
+                inv = 1.0 / vb.v
+                if isinstance(va, Lin):
+                    return _lin_scale(va, inv)
+                if isinstance(va, Quad):
+                    return Quad(_lin_scale(va.lin, inv), va.r, va.c1, va.c2, va.v * inv[va.r])
+            raise self.fail("division by an expression with variables", node,
+                            "multiply both sides by the divisor instead (e.g. x / y <= 2 becomes x <= 2 * y)",
+                            code="division-by-variable")
+        if op == "**":
+            if isinstance(vb, Nums) and np.all(vb.v == vb.v[0]) and vb.v[0] in (0.0, 1.0, 2.0):
+                e = vb.v[0]
+                if e == 0.0:
+                    return Nums(np.ones(n))
+                if e == 1.0:
+                    return va
+                if isinstance(va, Lin):
+                    return self.arith("*", va, va, node, n)
+            raise self.fail("only the powers 0, 1 and 2 of an expression with variables are allowed", node,
+                            code="nonlinear")
+        raise self.fail(f"unsupported operator {op}", node)
+
+    def lin_product(self, a: Lin, b: Lin) -> Quad:
+        n = a.n
+        # (ca + sum a_i x_i)(cb + sum b_j x_j): cross terms row by row.
+        lin = _lin_add(_lin_scale(a, b.const), _lin_scale(b, a.const))
+        lin = Lin(a.const * b.const, lin.r, lin.c, lin.v)
+        ra, rb = _RowSplitter(a), _RowSplitter(b)
+        r1: list[int] = []
+        c1: list[int] = []
+        c2: list[int] = []
+        vv: list[float] = []
+        for i in range(n):
+            ca, va, _ = ra.row(i)
+            cb, vb, _ = rb.row(i)
+            for x, u in zip(ca, va, strict=True):
+                for y, w in zip(cb, vb, strict=True):
+                    r1.append(i)
+                    c1.append(x)
+                    c2.append(y)
+                    vv.append(u * w)
+        return Quad(lin, np.array(r1, dtype=_I64), np.array(c1, dtype=_I64), np.array(c2, dtype=_I64),
+                    np.array(vv, dtype=_F64))
+
+    def compare_data(self, node: ex.Compare, env: Env) -> Value:
+        out = np.ones(env.n, dtype=bool)
+        vals = [self.ev(x, env) for x in node.operands]
+        for k, op in enumerate(node.ops):
+            a, b = vals[k], vals[k + 1]
+            if op in ("in", "not in"):
+                m = self.membership(node.operands[k], a, b, env, node)
+                out &= m if op == "in" else ~m
+                continue
+            if isinstance(a, (Lin, Quad)) or isinstance(b, (Lin, Quad)):
+                raise self.fail("this comparison involves variables; here only data may be compared", node,
+                                "write constraints as separate entries", code="condition-on-variable")
+            if isinstance(a, Elems) and isinstance(b, Elems):
+                x, y = a.codes, b.codes
+            else:
+                na, nb = self.nums_of(a, node), self.nums_of(b, node)
+                if na is None or nb is None:
+                    raise self.fail("cannot compare these", node, code="type")
+                x, y = na.v, nb.v  # type: ignore[assignment]
+            with np.errstate(invalid="ignore"):
+                m = {"<=": x <= y, ">=": x >= y, "==": x == y, "<": x < y, ">": x > y, "!=": x != y}[op]
+            out &= m
+        return Bools(out)
+
+    def membership(self, left: ex.Node, a: Value, b: Value, env: Env, node: ex.Node) -> BoolArray:
+        if not isinstance(b, SetRef):
+            raise self.fail("the right side of 'in' must be a set", node, code="type")
+        s = b.set
+        items = left.items if isinstance(left, ex.Tuple) else (left,)
+        if len(items) != s.arity:
+            raise self.fail(f"set {s.name!r} holds {s.arity}-tuples; the test gives {len(items)} value(s)", node,
+                            code="arity")
+        comps = []
+        for it in items:
+            v = self.ev(it, env)
+            if isinstance(v, Elems):
+                comps.append(v.codes)
+            elif isinstance(v, Nums):
+                comps.append(v.v.astype(_I64))
+            else:
+                raise self.fail("'in' tests set elements", it, code="type")
+        return s.positions(comps) >= 0
+
+    # ------------------------------------------------------------------ calls
+
+    def ev_call(self, node: ex.Call, env: Env) -> Value:
+        f = node.func
+        n = env.n
+        if f == "sum":
+            gen = node.args[0]
+            assert isinstance(gen, ex.Gen)
+            sub, parent = self.env_for(gen.loops, env)
+            body = self.ev(gen.elt, sub)
+            return self.aggregate(body, parent, n, gen.elt)
+        if f in ("min", "max"):
+            return self.minmax(node, env)
+        if f == "abs":
+            x = self.ev(node.args[0], env)
+            nx = self.nums_of(x, node)
+            if nx is not None:
+                return Nums(np.abs(nx.v))
+            if isinstance(x, Lin):
+                neg = _lin_scale(x, np.full(n, -1.0))
+                return self.aux_bound("max", [(x, np.arange(n, dtype=_I64)), (neg, np.arange(n, dtype=_I64))],
+                                      n)
+            raise self.fail("abs() takes a number or a linear expression", node, code="type")
+        if f in ("start", "end"):
+            x = self.ev(node.args[0], env)
+            if not isinstance(x, IntervalRef):
+                raise self.fail(f"{f}() takes an interval variable", node.args[0],
+                                "declare the variable with domain 'interval'", code="type")
+            cols = self.interval_cols(x.ids, f)
+            return Lin(np.zeros(n), np.arange(n, dtype=_I64), cols, np.ones(n))
+        if f == "ord":
+            a = node.args[0]
+            if isinstance(a, ex.Name) and a.id in env.cols:
+                s = env.sets[a.id]
+                if s.arity != 1:
+                    raise self.fail("ord() takes an element of a set of single elements", a, code="type")
+                pos = s.positions([env.cols[a.id]])
+                return Nums(pos.astype(_F64) + 1.0)
+            raise self.fail("ord() takes a loop name, as in ord(t) for t in T", a, code="type")
+        if f in ("first", "last", "len"):
+            a = node.args[0]
+            if not (isinstance(a, ex.Name) and a.id in self.sets):
+                raise self.fail(f"{f}() takes the name of a set", a, code="type")
+            s = self.sets[a.id]
+            if f == "len":
+                return Nums(np.full(n, float(s.size)))
+            if s.arity != 1:
+                raise self.fail(f"{f}() needs a set of single elements", a, code="type")
+            return Elems(np.full(n, s.codes[0 if f == "first" else -1, 0], dtype=_I64))
+        raise self.fail(f"unknown function {f}", node)
+
+    def interval_cols(self, ids: IntArray, which: str) -> IntArray:
+        starts = np.concatenate(self.iv_start) if self.iv_start else np.zeros(0, dtype=_I64)
+        col = starts[ids]
+        return col if which == "start" else col + 1
+
+    def aggregate(self, body: Value, parent: IntArray, n: int, node: ex.Node) -> Value:
+        nb = self.nums_of(body, node) if not isinstance(body, (Lin, Quad)) else None
+        if nb is not None:
+            return Nums(np.bincount(parent, weights=nb.v, minlength=n).astype(_F64))
+        if isinstance(body, Lin):
+            return Lin(np.bincount(parent, weights=body.const, minlength=n).astype(_F64), parent[body.r],
+                       body.c, body.v)
+        if isinstance(body, Quad):
+            lin = self.aggregate(body.lin, parent, n, node)
+            assert isinstance(lin, Lin)
+            return Quad(lin, parent[body.r], body.c1, body.c2, body.v)
+        raise self.fail("sum() adds numbers or expressions", node, code="type")
+
+    def minmax(self, node: ex.Call, env: Env) -> Value:
+        f = node.func
+        n = env.n
+        parts: list[tuple[Value, IntArray]] = []
+        if len(node.args) == 1 and isinstance(node.args[0], ex.Gen):
+            gen = node.args[0]
+            sub, parent = self.env_for(gen.loops, env)
+            if np.any(np.bincount(parent, minlength=n) == 0):
+                raise self.fail(f"{f}() over an empty selection", node, code="empty")
+            parts.append((self.ev(gen.elt, sub), parent))
+        else:
+            for a in node.args:
+                parts.append((self.ev(a, env), np.arange(n, dtype=_I64)))
+        if all(self.nums_of(v, node) is not None for v, _ in parts if not isinstance(v, (Lin, Quad))) and not any(
+            isinstance(v, (Lin, Quad)) for v, _ in parts
+        ):
+            init = np.full(n, INF if f == "min" else -INF)
+            for v, parent in parts:
+                nv = self.nums_of(v, node)
+                assert nv is not None
+                (np.minimum if f == "min" else np.maximum).at(init, parent, nv.v)
+            return Nums(init)
+        lins: list[tuple[Lin, IntArray]] = []
+        for v, parent in parts:
+            if isinstance(v, Quad):
+                raise self.fail(f"{f}() of a quadratic expression is not supported", node, code="nonlinear")
+            m = len(parent)
+            nv = self.nums_of(v, node) if not isinstance(v, Lin) else None
+            lins.append((_as_lin(nv if nv is not None else v, m), parent))
+        return self.aux_bound(f, lins, n)
+
+    def aux_bound(self, kind: str, parts: list[tuple[Lin, IntArray]], n: int) -> Lin:
+        """A column z per row with z >= each part (max) or z <= each part (min)."""
+        z = self.new_aux(n, kind)
+        for lin, parent in parts:
+            m = lin.n
+            # row j: z[parent[j]] - lin_j  (>= 0 for max, <= 0 for min)
+            r = np.concatenate([np.arange(m, dtype=_I64), lin.r])
+            c = np.concatenate([z[parent], lin.c])
+            v = np.concatenate([np.ones(m), -lin.v])
+            lo = np.where(kind == "max", lin.const, -INF) * np.ones(m)
+            hi = np.where(kind == "max", INF, lin.const) * np.ones(m)
+            self.aux_rows.append((r, c, v, lo, hi))
+        return Lin(np.zeros(n), np.arange(n, dtype=_I64), z, np.ones(n))
+
+    # ------------------------------------------------------------------ constraints
+
+    def begin(self, where: str, text: str, allow_quad: bool = False) -> None:
+        self.where = where
+        self.text = text
+        self.allow_quad = allow_quad
+
+    def parse(self, text: str, where: str) -> ex.Node:
+        self.begin(where, text)
+        return ex.parse(text, where)
+
+    def base_env(self, c: Any) -> Env:
+        if not c.for_each:
+            return Env(1)
+        loops = ex.parse_for_each(c.for_each, f"constraint {c.id} (for_each)")
+        self.begin(f"constraint {c.id} (for_each)", " ".join(c.for_each.split("\n")))
+        env, _ = self.env_for(loops)
+        return env
+
+    def keys_of(self, env: Env) -> IntArray:
+        if not env.order:
+            return np.zeros((env.n, 0), dtype=_I64)
+        return np.stack([env.cols[k] for k in env.order], axis=1)
+
+    def lower_constraints(self) -> None:
+        for c in self.model.constraints:
+            self._guard(lambda c=c: self._lower_constraint(c))  # type: ignore[misc]
+
+    def _lower_constraint(self, c: Any) -> None:
+        self.aux_here = []
+        self.aux_rows = []
+        env = self.base_env(c)
+        where = f"constraint {c.id}"
+        if isinstance(c, LinearConstraint):
+            self.linear_rows(c, env, where)
+        else:
+            self.logic_con(c, env, where)
+        self.flush_aux_rows(c.id, c.template, c.source, self.keys_of(env), where)
+
+    def linear_rows(self, c: LinearConstraint, env: Env, where: str) -> None:
+        node = self.parse(c.expression, where)
+        lin, lo, hi = self.comparison(node, env, allow_strict=False)
+        keys = self.keys_of(env)
+        block = RowBlock(c.id, c.template, c.source, env.n, lin.r, lin.c, lin.v, lo, hi, keys)
+        self.check_aux_signs(block, where)
+        self.row_blocks.append(block)
+
+    def comparison(self, node: ex.Node, env: Env, allow_strict: bool) -> tuple[Lin, FloatArray, FloatArray]:
+        """``a <= b`` / ``a >= b`` / ``a == b`` / ``lo <= e <= hi`` as rows lo <= A x <= hi."""
+        n = env.n
+        if not isinstance(node, ex.Compare):
+            raise self.fail("a constraint needs one comparison: <=, >= or ==", node,
+                            "write e.g. 'sum(x[i] for i in S) <= 10'", code="not-a-comparison")
+        if any(op in ("in", "not in") for op in node.ops):
+            raise self.fail("'in' is for conditions on data, not constraints", node, code="type")
+        for op in node.ops:
+            if op == "!=":
+                raise self.fail("'!=' on variables is not linear", node,
+                                "use either_or with x <= v - 1 and x >= v + 1, or all_different", code="strict")
+            if op in ("<", ">") and not allow_strict:
+                raise self.fail(f"strict '{op}' cannot be enforced exactly by a solver", node,
+                                f"use '{op}=' (and for whole numbers add 1, e.g. x > 5 becomes x >= 6)",
+                                code="strict")
+        vals = [self.ev(x, env) for x in node.operands]
+        for v, x in zip(vals, node.operands, strict=True):
+            if isinstance(v, Quad):
+                raise self.fail("quadratic terms are only allowed in the objective", x, code="nonlinear")
+            if isinstance(v, (Bools, SetRef, IntervalRef)):
+                raise self.fail("each side of a comparison must be a number or a linear expression", x,
+                                "intervals are compared through start(t) and end(t)", code="type")
+        if len(node.ops) == 1:
+            op = node.ops[0]
+            na, nb = self.nums_of(vals[0], node), self.nums_of(vals[1], node)
+            a = _as_lin(na if na is not None else vals[0], n)
+            b = _as_lin(nb if nb is not None else vals[1], n)
+            d = _lin_add(a, b, -1.0)
+            if op in ("<=", "<"):
+                return d, np.full(n, -INF), -d.const
+            if op in (">=", ">"):
+                return d, -d.const, np.full(n, INF)
+            return d, -d.const, -d.const
+        if len(node.ops) == 2:
+            o1, o2 = node.ops
+            if o1 != o2 or o1 == "==":
+                raise self.fail("a two-sided comparison must read lo <= e <= hi or hi >= e >= lo", node,
+                                code="not-a-comparison")
+            lo_v, e_v, hi_v = vals if o1 in ("<=", "<") else vals[::-1]
+            nlo, nhi = self.nums_of(lo_v, node), self.nums_of(hi_v, node)
+            if nlo is None or nhi is None:
+                raise self.fail("in lo <= e <= hi, the ends must be data (numbers, parameters)", node,
+                                "split it into two constraints", code="not-a-comparison")
+            ne = self.nums_of(e_v, node)
+            e = _as_lin(ne if ne is not None else e_v, n)
+            return e, nlo.v - e.const, nhi.v - e.const
+        raise self.fail("chains of more than two comparisons are not allowed", node, code="not-a-comparison")
+
+    def check_aux_signs(self, block: RowBlock, where: str) -> None:
+        if not self.aux_here:
+            return
+        kinds = {a.col: a.kind for a in self.aux_here}
+        idx = np.flatnonzero(np.isin(block.cols, np.array(list(kinds), dtype=_I64)))
+        for j in idx.tolist():
+            col = int(block.cols[j])
+            r = int(block.rows[j])
+            coef = float(block.coefs[j])
+            le = np.isinf(block.lower[r]) and not np.isinf(block.upper[r])
+            ge = np.isinf(block.upper[r]) and not np.isinf(block.lower[r])
+            up = (coef > 0 and le) or (coef < 0 and ge)  # expression kept from growing
+            ok = up if kinds[col] == "max" else ((coef < 0 and le) or (coef > 0 and ge))
+            if not ok:
+                raise self.fail(f"{kinds[col]}()/abs() appears where it cannot be modelled exactly "
+                                "(only max(...) <= b, min(...) >= b, and abs(...) <= b are linear)", None,
+                                "rewrite with either_or, or bound each term separately", code="nonconvex")
+
+    def flush_aux_rows(self, cid: str, template: str, source: str | None, keys: IntArray, where: str) -> None:
+        for k, (r, c, v, lo, hi) in enumerate(self.aux_rows):
+            m = len(lo)
+            self.row_blocks.append(RowBlock(cid, template, source, m, r, c, v, lo, hi,
+                                            np.zeros((m, 0), dtype=_I64), aux=True, suffix=f".aux{k}"))
+        self.aux_rows = []
+
+    # ------------------------------------------------------------------ logic
+
+    def formula(self, node: ex.Node, env: Env) -> BForm:
+        n = env.n
+        if isinstance(node, ex.BoolOp):
+            return BNode(node.op, [self.formula(v, env) for v in node.values])
+        if isinstance(node, ex.Unary) and node.op == "not":
+            return BNode("not", [self.formula(node.operand, env)])
+        if isinstance(node, ex.Compare):
+            if any(op in ("in", "not in") for op in node.ops):
+                return BConst(self.condition(node, env))
+            try_data = [self.ev(x, env) for x in node.operands]
+            if not any(isinstance(v, (Lin, Quad)) for v in try_data):
+                return BConst(self.condition(node, env))
+            if len(node.ops) == 1 and node.ops[0] in ("<", ">", "!="):
+                return self.strict_atom(node, env)
+            lin, lo, hi = self.comparison(node, env, allow_strict=False)
+            return BAtom(lin, lo, hi)
+        v = self.ev(node, env)
+        if isinstance(v, Lin):
+            # a bare binary/boolean variable reads as "is 1"
+            self.require_binary(v, node)
+            return BAtom(v, np.ones(n) - v.const, np.ones(n) - v.const)
+        if isinstance(v, (Bools, Nums)):
+            return BConst(v.mask if isinstance(v, Bools) else v.v != 0)
+        raise self.fail("expected a condition: a comparison, a binary variable, and/or/not", node,
+                        code="not-a-condition")
+
+    def strict_atom(self, node: ex.Compare, env: Env) -> BForm:
+        """x < b, x > b, x != b: exact only when the expression takes whole values."""
+        a = self.ev(node.operands[0], env)
+        b = self.ev(node.operands[1], env)
+        n = env.n
+        na, nb = self.nums_of(a, node), self.nums_of(b, node)
+        d = _lin_add(_as_lin(na if na is not None else a, n), _as_lin(nb if nb is not None else b, n), -1.0)
+        cols = self.columns_integer()
+        if not (np.all(cols[d.c]) and np.all(d.v == np.round(d.v)) and np.all(d.const == np.round(d.const))):
+            raise self.fail(f"strict '{node.ops[0]}' on an expression that can take fractional values", node,
+                            f"use '{'<=' if node.ops[0] == '<' else '>='}' or make the variables integer",
+                            code="strict")
+        op = node.ops[0]
+        if op == "<":
+            return BAtom(d, np.full(n, -INF), -d.const - 1)
+        if op == ">":
+            return BAtom(d, -d.const + 1, np.full(n, INF))
+        return BNode("or", [BAtom(d, np.full(n, -INF), -d.const - 1), BAtom(d, -d.const + 1, np.full(n, INF))])
+
+    def columns_integer(self) -> BoolArray:
+        return np.concatenate(self.int_parts) if self.int_parts else np.zeros(0, dtype=bool)
+
+    def require_binary(self, v: Lin, node: ex.Node) -> None:
+        ints = self.columns_integer()
+        lo = np.concatenate(self.lower_parts)
+        hi = np.concatenate(self.upper_parts)
+        ok = (len(v.c) == v.n and np.all(v.v == 1.0) and np.all(ints[v.c]) and np.all(lo[v.c] >= 0)
+              and np.all(hi[v.c] <= 1))
+        if not ok:
+            raise self.fail("only a binary or boolean variable can stand alone as a condition", node,
+                            "compare it, e.g. x >= 1", code="not-a-condition")
+
+    def split_formula(self, f: BForm, i: int, cache: dict[int, _RowSplitter]) -> Formula:
+        if isinstance(f, BConst):
+            return Const(bool(f.mask[i]))
+        if isinstance(f, BNode):
+            items = tuple(self.split_formula(x, i, cache) for x in f.items)
+            if f.op == "not":
+                return Not(items[0])
+            return And(items) if f.op == "and" else Or(items)
+        sp = cache.get(id(f))
+        if sp is None:
+            sp = cache[id(f)] = _RowSplitter(f.lin)
+        cols, coefs, _ = sp.row(i)
+        lo, hi = float(f.lo[i]), float(f.hi[i])
+        if not cols:
+            return Const(lo <= 1e-9 and -1e-9 <= hi)
+        if len(cols) == 1:
+            ints = self.columns_integer()
+            lb = np.concatenate(self.lower_parts)[cols[0]]
+            ub = np.concatenate(self.upper_parts)[cols[0]]
+            if ints[cols[0]] and lb >= 0 and ub <= 1:
+                ok = [val for val in (0.0, 1.0) if lo - 1e-9 <= coefs[0] * val <= hi + 1e-9]
+                if ok == [1.0]:
+                    return Lit(cols[0])
+                if ok == [0.0]:
+                    return Lit(cols[0], True)
+                return Const(bool(ok))
+        return Atom(cols, coefs, lo, hi)
+
+    def option_list(self, field_value: Any, env: Env, where: str, field_name: str,
+                    ev: Callable[[ex.Node, Env], Any]) -> list[tuple[Any, IntArray]]:
+        """A list field: each entry (batched value, parent rows); a comprehension expands."""
+        out: list[tuple[Any, IntArray]] = []
+        if isinstance(field_value, str):
+            self.begin(f"{where} ({field_name})", field_value)
+            gen = ex.parse_list(field_value, f"{where} ({field_name})")
+            sub, parent = self.env_for(gen.loops, env)
+            out.append((ev(gen.elt, sub), parent))
+        else:
+            for k, text in enumerate(field_value):
+                node = self.parse(text, f"{where} ({field_name} {k + 1})")
+                out.append((ev(node, env), np.arange(env.n, dtype=_I64)))
+        return out
+
+    def per_row(self, parts: list[tuple[Any, IntArray]], n: int,
+                split: Callable[[Any, int], Any]) -> list[list[Any]]:
+        rows: list[list[Any]] = [[] for _ in range(n)]
+        for val, parent in parts:
+            for j, p in enumerate(parent.tolist()):
+                rows[p].append(split(val, j))
+        return rows
+
+    def number_field(self, value: Any, env: Env, where: str, name: str) -> FloatArray:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return np.full(env.n, float(value))
+        node = self.parse(str(value), f"{where} ({name})")
+        v = self.ev(node, env)
+        nv = self.nums_of(v, node) if not isinstance(v, (Lin, Quad)) else None
+        if nv is None:
+            raise self.fail(f"'{name}' must be data (a number or parameters), not variables", node, code="type")
+        return nv.v
+
+    def term_field(self, text: str, env: Env, where: str, name: str) -> list[LinTerm]:
+        node = self.parse(text, f"{where} ({name})")
+        v = self.ev(node, env)
+        nv = self.nums_of(v, node) if not isinstance(v, (Lin, Quad)) else None
+        if isinstance(v, Quad) or (nv is None and not isinstance(v, Lin)):
+            raise self.fail(f"'{name}' must be a linear expression", node, code="type")
+        lin = _as_lin(nv if nv is not None else v, env.n)
+        sp = _RowSplitter(lin)
+        return [LinTerm(*sp.row(i)) for i in range(env.n)]
+
+    def interval_field(self, text: str, env: Env, where: str, name: str) -> IntArray:
+        node = self.parse(text, f"{where} ({name})")
+        v = self.ev(node, env)
+        if not isinstance(v, IntervalRef):
+            raise self.fail(f"'{name}' must name an interval variable", node, code="type")
+        return v.ids
+
+    def logic_con(self, c: Any, env: Env, where: str) -> None:
+        n = env.n
+        keys = self.keys_of(env)
+        names = [c.id if keys.shape[1] == 0 else f"{c.id}[{self._plabel(list(keys[i]))}]" for i in range(n)]
+        cache: dict[int, _RowSplitter] = {}
+        datas: list[dict[str, Any]] = [{} for _ in range(n)]
+
+        def formulas(value: Any, fname: str) -> list[list[Formula]]:
+            parts = self.option_list(value, env, where, fname, self.formula)
+            return self.per_row(parts, n, lambda f, j: self.split_formula(f, j, cache))
+
+        if isinstance(c, Implication):
+            fi = self.formula(self.parse(c.if_, f"{where} (if)"), env)
+            ft = self.formula(self.parse(c.then, f"{where} (then)"), env)
+            for i in range(n):
+                datas[i] = {"if": self.split_formula(fi, i, cache), "then": self.split_formula(ft, i, cache)}
+        elif isinstance(c, EitherOr):
+            rows = formulas(c.options, "options")
+            for i in range(n):
+                datas[i] = {"options": rows[i]}
+        elif isinstance(c, CountingConstraint):
+            rows = formulas(c.options, "options")
+            k = self.number_field(c.k, env, where, "k")
+            if not np.all(k == np.round(k)):
+                raise self.fail("'k' must be a whole number", None, code="bad-value")
+            for i in range(n):
+                datas[i] = {"k": int(k[i]), "options": rows[i]}
+        elif isinstance(c, AllDifferent):
+            parts = self.option_list(c.terms, env, where, "terms", self._lin_value)
+            rows = self.per_row(parts, n, _split_lin())
+            for i in range(n):
+                datas[i] = {"terms": rows[i]}
+        elif isinstance(c, FixedCharge):
+            var = self.term_field(c.variable, env, where, "variable")
+            ind = self.formula(self.parse(c.indicator, f"{where} (indicator)"), env)
+            up = self.number_field(c.upper, env, where, "upper")
+            for i in range(n):
+                lit = self.split_formula(ind, i, cache)
+                if not isinstance(lit, Lit) or lit.neg:
+                    raise self.fail("the indicator of a fixed_charge must be a binary variable", None,
+                                    code="type")
+                datas[i] = {"variable": var[i], "indicator": lit, "upper": float(up[i])}
+        elif isinstance(c, SemiContinuous):
+            var = self.term_field(c.variable, env, where, "variable")
+            lo = self.number_field(c.lower, env, where, "lower")
+            up = self.number_field(c.upper, env, where, "upper")
+            for i in range(n):
+                datas[i] = {"variable": var[i], "lower": float(lo[i]), "upper": float(up[i])}
+        elif isinstance(c, Clause):
+            rows = formulas(c.literals, "literals")
+            for i in range(n):
+                lits = rows[i]
+                bad = [x for x in lits if not isinstance(x, (Lit, Const))]
+                if bad:
+                    raise self.fail("clause literals are binary/boolean variables or 'not' of one", None,
+                                    "write e.g. [\"a\", \"not b\"]", code="type")
+                datas[i] = {"literals": [x for x in lits if isinstance(x, Lit)],
+                            "always": any(isinstance(x, Const) and x.value for x in lits)}
+        elif isinstance(c, NoOverlap):
+            parts = self.option_list(c.intervals, env, where, "intervals", self._interval_value)
+            rows = self.per_row(parts, n, lambda v, j: int(v.ids[j]))
+            for i in range(n):
+                datas[i] = {"intervals": rows[i]}
+        elif isinstance(c, Precedence):
+            b = self.interval_field(c.before, env, where, "before")
+            a = self.interval_field(c.after, env, where, "after")
+            lag = self.number_field(c.lag, env, where, "lag")
+            self.lags.extend(np.maximum(lag, 0).tolist())
+            for i in range(n):
+                datas[i] = {"before": int(b[i]), "after": int(a[i]), "lag": float(lag[i])}
+        elif isinstance(c, Cumulative):
+            ivs = self.per_row(self.option_list(c.intervals, env, where, "intervals", self._interval_value), n,
+                               lambda v, j: int(v.ids[j]))
+            dem = self.per_row(self.option_list(c.demands, env, where, "demands", self._num_value), n,
+                               lambda v, j: float(v[j]))
+            cap = self.number_field(c.capacity, env, where, "capacity")
+            for i in range(n):
+                if len(ivs[i]) != len(dem[i]):
+                    raise self.fail(f"cumulative has {len(ivs[i])} intervals but {len(dem[i])} demands", None,
+                                    "give one demand per interval", code="arity")
+                datas[i] = {"intervals": ivs[i], "demands": dem[i], "capacity": float(cap[i])}
+        else:  # pragma: no cover - the contract's union is closed
+            raise self.fail(f"unknown template {c.template}", None)
+        for i in range(n):
+            self.logic.append(LogicCon(c.id, names[i], c.template, c.source, datas[i]))
+
+    def _lin_value(self, node: ex.Node, env: Env) -> Lin:
+        v = self.ev(node, env)
+        nv = self.nums_of(v, node) if not isinstance(v, (Lin, Quad)) else None
+        if isinstance(v, Quad) or (nv is None and not isinstance(v, Lin)):
+            raise self.fail("expected a linear expression", node, code="type")
+        return _as_lin(nv if nv is not None else v, env.n)
+
+    def _interval_value(self, node: ex.Node, env: Env) -> IntervalRef:
+        v = self.ev(node, env)
+        if not isinstance(v, IntervalRef):
+            raise self.fail("expected an interval variable", node, code="type")
+        return v
+
+    def _num_value(self, node: ex.Node, env: Env) -> FloatArray:
+        v = self.ev(node, env)
+        nv = self.nums_of(v, node) if not isinstance(v, (Lin, Quad)) else None
+        if nv is None:
+            raise self.fail("expected data (numbers or parameters)", node, code="type")
+        return nv.v
+
+    # ------------------------------------------------------------------ objective
+
+    def lower_objective(self) -> Objective | None:
+        o = self.model.objective
+        if o is None:
+            return None
+        self.aux_here = []
+        self.aux_rows = []
+        node = self.parse(o.expression, "objective")
+        self.allow_quad = True
+        v = self.ev(node, Env(1))
+        self.allow_quad = False
+        nv = self.nums_of(v, node) if not isinstance(v, (Lin, Quad)) else None
+        if nv is None and not isinstance(v, (Lin, Quad)):
+            raise self.fail("the objective must be a number or an expression of variables", node, code="type")
+        q = _quad_of(nv if nv is not None else v, 1)
+        lin = q.lin
+        sign_ok = {"max": 1.0 if o.sense == "minimize" else -1.0, "min": -1.0 if o.sense == "minimize" else 1.0}
+        kinds = {a.col: a.kind for a in self.aux_here}
+        if kinds:
+            agg: dict[int, float] = {}
+            for c, val in zip(lin.c.tolist(), lin.v.tolist(), strict=True):
+                if c in kinds:
+                    agg[c] = agg.get(c, 0.0) + val
+            for c, val in agg.items():
+                if val * sign_ok[kinds[c]] < 0:
+                    raise self.fail(f"{o.sense} of {kinds[c]}(...) (or abs(...)) cannot be modelled linearly",
+                                    node, "linear forms are: minimize max(...), maximize min(...), minimize abs",
+                                    code="nonconvex")
+        self.flush_aux_rows("objective", "objective", o.source, np.zeros((0, 0), dtype=_I64), "objective")
+        return Objective(o.sense, lin.c, lin.v, float(lin.const[0]), q.c1, q.c2, q.v, o.source)
+
+    # ------------------------------------------------------------------ intervals
+
+    def finish_intervals(self) -> Intervals:
+        if not self.iv_start:
+            z = np.zeros(0, dtype=_I64)
+            return Intervals(z, z, np.zeros(0), [])
+        dur = np.concatenate(self.iv_dur)
+        lo = np.concatenate(self.lower_parts)
+        hi = np.concatenate(self.upper_parts)
+        releases = [b[2][0] for b in self.iv_bounds if b[2] is not None]
+        horizon = max([0.0, *releases]) + float(dur.sum()) + float(sum(self.lags))
+        for offset, n, start, end, d in self.iv_bounds:
+            s = offset + 2 * np.arange(n)
+            e = s + 1
+            lo[s] = start[0] if start is not None else 0.0
+            hi[s] = start[1] if start is not None else horizon - d
+            lo[e] = end[0] if end is not None else lo[s] + d
+            hi[e] = end[1] if end is not None else horizon
+            lo[e] = np.maximum(lo[e], lo[s] + d)
+            hi[s] = np.minimum(hi[s], hi[e] - d)
+        self.lower_parts = [lo]
+        self.upper_parts = [hi]
+        self.int_parts = [self.columns_integer()]
+        starts = np.concatenate(self.iv_start)
+        return Intervals(starts, starts + 1, dur, list(self.iv_names))
+
+    # ------------------------------------------------------------------ driver
+
+    def run(self) -> Instance:
+        self.load_tables()
+        self.load_sets()
+        self.load_params()
+        self.load_vars()
+        self.lower_constraints()
+        objective: list[Objective | None] = [None]
+
+        def obj() -> None:
+            objective[0] = self.lower_objective()
+
+        self._guard(obj)
+        if self.issues:
+            raise CheckFailed(self.issues)
+        intervals = self.finish_intervals()
+        cols = Columns(
+            np.concatenate(self.lower_parts) if self.lower_parts else np.zeros(0),
+            np.concatenate(self.upper_parts) if self.upper_parts else np.zeros(0),
+            self.columns_integer(),
+            self.blocks,
+            self.interner,
+        )
+        return Instance(
+            model=self.model,
+            columns=cols,
+            row_blocks=self.row_blocks,
+            logic=self.logic,
+            intervals=intervals,
+            objective=objective[0],
+            aux=self.aux,
+            sources={c.id: c.source for c in self.model.constraints},
+            templates={c.id: c.template for c in self.model.constraints},
+        )
+
+
+def _split_lin() -> Callable[[Lin, int], LinTerm]:
+    cache: dict[int, _RowSplitter] = {}
+
+    def split(v: Lin, j: int) -> LinTerm:
+        sp = cache.get(id(v))
+        if sp is None:
+            sp = cache[id(v)] = _RowSplitter(v)
+        return LinTerm(*sp.row(j))
+
+    return split
+
+
+def _set_of_component(ix: Indexer, depth: int) -> int:
+    k = 0
+    for i, s in enumerate(ix.sets):
+        k += s.arity
+        if depth < k:
+            return i
+    return len(ix.sets) - 1
+
+
+def block_label(name: str, keys: IntArray, k: int, interner: Interner) -> str:
+    if keys.shape[1] == 0:
+        return name
+    return f"{name}[{','.join(interner.label(int(c)) for c in keys[k])}]"
+
+
+def _read_csv(text: str, name: str) -> dict[str, list[Any]]:
+    reader = csv.reader(io.StringIO(text))
+    try:
+        header = next(reader)
+    except StopIteration:
+        raise _issue("bad-table", f"table {name!r} is empty", f"table {name}") from None
+    cols: dict[str, list[Any]] = {h.strip(): [] for h in header}
+    keys = list(cols)
+    for lineno, row in enumerate(reader, start=2):
+        if not row:
+            continue
+        if len(row) != len(keys):
+            raise _issue("bad-table", f"table {name!r} line {lineno} has {len(row)} fields, the header "
+                         f"{len(keys)}", f"table {name}")
+        for k, v in zip(keys, row, strict=True):
+            cols[k].append(_csv_value(v.strip()))
+    return cols
+
+
+def _csv_value(v: str) -> Any:
+    if v == "":
+        return None
+    try:
+        i = int(v)
+        return i
+    except ValueError:
+        pass
+    try:
+        f = float(v)
+        return f if math.isfinite(f) else v
+    except ValueError:
+        return v
+
+
+def lower(model: Model, collect: bool = False) -> Instance:
+    """Ground a contract model. Raises ModelError (or CheckFailed with ``collect``)."""
+    return Lowering(model, collect=collect).run()
