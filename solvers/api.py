@@ -64,14 +64,16 @@ def load_model(source: str | bytes | dict[str, Any] | Path | Model) -> Model:
         except OSError as e:
             raise ModelError(Issue(code="io", message=f"cannot read {source}: {e.strerror}")) from None
         if size > MAX_MODEL_BYTES:
-            raise ModelError(Issue(code="too-large", message=f"{source} is larger than "
-                                   f"{MAX_MODEL_BYTES // 2**20} MB"))
+            raise ModelError(
+                Issue(code="too-large", message=f"{source} is larger than {MAX_MODEL_BYTES // 2**20} MB")
+            )
         source = source.read_bytes()
     try:
         if isinstance(source, (str, bytes)):
             if len(source) > MAX_MODEL_BYTES:
-                raise ModelError(Issue(code="too-large", message="the model is larger than "
-                                       f"{MAX_MODEL_BYTES // 2**20} MB"))
+                raise ModelError(
+                    Issue(code="too-large", message=f"the model is larger than {MAX_MODEL_BYTES // 2**20} MB")
+                )
             return Model.model_validate_json(source)
         return Model.model_validate(source)
     except ValidationError as e:
@@ -79,8 +81,13 @@ def load_model(source: str | bytes | dict[str, Any] | Path | Model) -> Model:
         json_err = [i for i in issues if "json" in i.message.lower() and i.where in ("", "schema")]
         if json_err or any(x["type"] == "json_invalid" for x in e.errors()):
             first = e.errors()[0]
-            raise ModelError(Issue(code="json", message=f"malformed JSON: {first['msg']}",
-                                   fix="check quotes, commas and brackets")) from None
+            raise ModelError(
+                Issue(
+                    code="json",
+                    message=f"malformed JSON: {first['msg']}",
+                    fix="check quotes, commas and brackets",
+                )
+            ) from None
         if len(issues) == 1:
             raise ModelError(issues[0]) from None
         raise CheckFailed(issues) from None
@@ -102,8 +109,9 @@ def get_backend(name: str) -> Backend:
     raise BackendError(f"unknown backend {name!r}: choose one of {', '.join(BACKENDS)}")
 
 
-def solve_instance(instance: Instance, backend: str | None = None,
-                   options: SolveOptions | None = None) -> Result:
+def solve_instance(
+    instance: Instance, backend: str | None = None, options: SolveOptions | None = None
+) -> Result:
     options = options or SolveOptions()
     if backend is None:
         backend, reason = choose_backend(instance)
@@ -122,8 +130,11 @@ def solve_instance(instance: Instance, backend: str | None = None,
     return result
 
 
-def solve_model(model: Model | str | bytes | dict[str, Any] | Path, backend: str | None = None,
-                options: SolveOptions | None = None) -> Result:
+def solve_model(
+    model: Model | str | bytes | dict[str, Any] | Path,
+    backend: str | None = None,
+    options: SolveOptions | None = None,
+) -> Result:
     """Load, lower, route and solve. Model mistakes raise ModelError/CheckFailed;
     solver outcomes (infeasible, unbounded, time limit) come back as results."""
     m = load_model(model)

@@ -32,8 +32,14 @@ def check(model: Model, backend: str | None = None) -> tuple[list[Issue], Instan
 
             reason = get_backend(backend).accepts(instance)
             if reason:
-                issues.append(Issue(code="backend", message=reason, where=f"backend {backend}",
-                                    fix="choose another backend or let optscribe route the model"))
+                issues.append(
+                    Issue(
+                        code="backend",
+                        message=reason,
+                        where=f"backend {backend}",
+                        fix="choose another backend or let optscribe route the model",
+                    )
+                )
     return issues, instance
 
 
@@ -66,19 +72,33 @@ def _warnings(model: Model, instance: Instance) -> list[Issue]:
                         used |= names_in(cond)
             except ModelError:
                 pass
-    bounds = {v.lower for v in model.variables} | {v.upper for v in model.variables} | {
-        v.duration for v in model.variables
-    }
+    bounds = (
+        {v.lower for v in model.variables}
+        | {v.upper for v in model.variables}
+        | {v.duration for v in model.variables}
+    )
     for v in model.variables:
         if v.name not in used:
-            out.append(Issue(code="unused", severity="warning", where=f"variable {v.name}",
-                             message=f"variable {v.name!r} is not used by the objective or any constraint",
-                             fix="remove it, or add the constraint that was meant to use it"))
+            out.append(
+                Issue(
+                    code="unused",
+                    severity="warning",
+                    where=f"variable {v.name}",
+                    message=f"variable {v.name!r} is not used by the objective or any constraint",
+                    fix="remove it, or add the constraint that was meant to use it",
+                )
+            )
     for p in model.parameters:
         if p not in used and p not in bounds:
-            out.append(Issue(code="unused", severity="warning", where=f"parameter {p}",
-                             message=f"parameter {p!r} is never used",
-                             fix="a number in the problem that the model ignores is often a missed constraint"))
+            out.append(
+                Issue(
+                    code="unused",
+                    severity="warning",
+                    where=f"parameter {p}",
+                    message=f"parameter {p!r} is never used",
+                    fix="a number in the problem that the model ignores is often a missed constraint",
+                )
+            )
     counts: dict[str, int] = {}
     for b in instance.row_blocks:
         if not b.aux:
@@ -87,7 +107,13 @@ def _warnings(model: Model, instance: Instance) -> list[Issue]:
         counts[lc.cid] = counts.get(lc.cid, 0) + 1
     for c in model.constraints:
         if counts.get(c.id, 0) == 0:
-            out.append(Issue(code="empty", severity="warning", where=f"constraint {c.id}",
-                             message=f"constraint {c.id!r} expands to no rows: its for_each selects nothing",
-                             fix="check the for_each condition"))
+            out.append(
+                Issue(
+                    code="empty",
+                    severity="warning",
+                    where=f"constraint {c.id}",
+                    message=f"constraint {c.id!r} expands to no rows: its for_each selects nothing",
+                    fix="check the for_each condition",
+                )
+            )
     return out

@@ -116,8 +116,14 @@ class Call(Node):
 
 _BINOPS = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/", ast.Pow: "**"}
 _CMPOPS = {
-    ast.LtE: "<=", ast.GtE: ">=", ast.Eq: "==", ast.Lt: "<", ast.Gt: ">", ast.NotEq: "!=",
-    ast.In: "in", ast.NotIn: "not in",
+    ast.LtE: "<=",
+    ast.GtE: ">=",
+    ast.Eq: "==",
+    ast.Lt: "<",
+    ast.Gt: ">",
+    ast.NotEq: "!=",
+    ast.In: "in",
+    ast.NotIn: "not in",
 }
 _NODE_WORDS = {
     "Attribute": "attribute access (a.b)",
@@ -174,7 +180,7 @@ class _Converter:
                 f = float(v)
                 if f != f or f in (float("inf"), float("-inf")) or abs(f) > 1e15:
                     raise self.err(n, f"the number {v!r} is too large or not finite (limit 1e15)")
-                return Num(p, int(v) if isinstance(v, int) else f)  # type: ignore[arg-type]
+                return Num(p, int(v) if isinstance(v, int) else f)
             if isinstance(v, str):
                 if len(v) > 64:
                     raise self.err(n, "a quoted name is longer than 64 characters")
@@ -189,8 +195,7 @@ class _Converter:
         if isinstance(n, ast.BinOp):
             op = _BINOPS.get(type(n.op))
             if op is None:
-                raise self.err(n, f"the operator {type(n.op).__name__} is not allowed",
-                               "use + - * / or ** 2")
+                raise self.err(n, f"the operator {type(n.op).__name__} is not allowed", "use + - * / or ** 2")
             return Bin(p, op, self.conv(n.left), self.conv(n.right))
         if isinstance(n, ast.UnaryOp):
             if isinstance(n.op, ast.USub):
@@ -209,8 +214,9 @@ class _Converter:
                 ops.append(s)
             return Compare(p, tuple(ops), tuple(self.conv(x) for x in [n.left, *n.comparators]))
         if isinstance(n, ast.BoolOp):
-            return BoolOp(p, "and" if isinstance(n.op, ast.And) else "or",
-                          tuple(self.conv(v) for v in n.values))
+            return BoolOp(
+                p, "and" if isinstance(n.op, ast.And) else "or", tuple(self.conv(v) for v in n.values)
+            )
         if isinstance(n, ast.Tuple):
             return Tuple(p, tuple(self.conv(e) for e in n.elts))
         if isinstance(n, ast.Subscript):
@@ -236,14 +242,14 @@ class _Converter:
             raise self.err(n, "only the built-in functions can be called: " + ", ".join(FUNCTIONS))
         f = n.func.id
         if f not in FUNCTIONS:
-            raise self.err(n, f"unknown function {f[:40]!r}",
-                           "the functions are: " + ", ".join(FUNCTIONS))
+            raise self.err(n, f"unknown function {f[:40]!r}", "the functions are: " + ", ".join(FUNCTIONS))
         if n.keywords:
             raise self.err(n, f"{f}() takes no keyword arguments")
         lo, hi = FUNCTIONS[f]
         if not lo <= len(n.args) <= hi:
-            raise self.err(n, f"{f}() takes {lo if lo == hi else f'{lo} or more'} argument(s), "
-                              f"got {len(n.args)}")
+            raise self.err(
+                n, f"{f}() takes {lo if lo == hi else f'{lo} or more'} argument(s), got {len(n.args)}"
+            )
         if f == "sum" and not isinstance(n.args[0], ast.GeneratorExp):
             raise self.err(n, "sum() takes a generator, as in sum(x[i] for i in S)")
         return Call(p, f, tuple(self.conv(a) for a in n.args))
@@ -297,8 +303,13 @@ def _parse_tree(text: str, where: str, offset: int = 0, prefix: int = 0) -> ast.
         if ch in "([{":
             depth += 1
             if depth > MAX_DEPTH:
-                raise _fail(where, text, None, f"the expression is nested more than {MAX_DEPTH} levels deep",
-                            "simplify it or split it into several constraints")
+                raise _fail(
+                    where,
+                    text,
+                    None,
+                    f"the expression is nested more than {MAX_DEPTH} levels deep",
+                    "simplify it or split it into several constraints",
+                )
         elif ch in ")]}":
             depth -= 1
     try:
@@ -306,11 +317,17 @@ def _parse_tree(text: str, where: str, offset: int = 0, prefix: int = 0) -> ast.
     except SyntaxError as e:
         pos = None if e.offset is None else max(0, e.offset - 1 - prefix) + offset
         msg = (e.msg or "invalid syntax").replace("\n", " ")
-        raise _fail(where, text, pos, f"cannot parse the expression: {msg}",
-                    "write it as Python-like algebra, e.g. sum(a[i] * x[i] for i in S) <= b") from None
+        raise _fail(
+            where,
+            text,
+            pos,
+            f"cannot parse the expression: {msg}",
+            "write it as Python-like algebra, e.g. sum(a[i] * x[i] for i in S) <= b",
+        ) from None
     except (RecursionError, MemoryError, ValueError) as e:
-        raise _fail(where, text, None, f"cannot parse the expression: {type(e).__name__}",
-                    "simplify it") from None
+        raise _fail(
+            where, text, None, f"cannot parse the expression: {type(e).__name__}", "simplify it"
+        ) from None
     try:
         _depth_ok(tree)
     except ValueError as e:
@@ -326,8 +343,13 @@ def parse(text: str, where: str = "") -> Node:
     if not text.strip():
         raise _fail(where, text, None, "the expression is empty")
     if len(text) > 20_000:
-        raise _fail(where, text[:100], None, "the expression is longer than 20000 characters",
-                    "use sum(...) over sets instead of writing terms out")
+        raise _fail(
+            where,
+            text[:100],
+            None,
+            "the expression is longer than 20000 characters",
+            "use sum(...) over sets instead of writing terms out",
+        )
     # Leading/trailing whitespace and newlines are harmless; ast positions are per line,
     # so join lines first to keep positions meaningful.
     flat = " ".join(text.split("\n"))
@@ -376,9 +398,14 @@ def parse_for_each(text: str, where: str = "") -> tuple[Loop, ...]:
         try:
             tree = _parse_tree(wrapped, where, offset=start - len(prefix), prefix=0)
         except ExpressionError as e:
-            raise _fail(where, flat, start, f"cannot read {piece.strip()[:60]!r} as 'name in Set'"
-                        " (optionally followed by 'if condition')",
-                        "write e.g. 's in S, d in D if cost[s, d] > 0'") from e
+            raise _fail(
+                where,
+                flat,
+                start,
+                f"cannot read {piece.strip()[:60]!r} as 'name in Set'"
+                " (optionally followed by 'if condition')",
+                "write e.g. 's in S, d in D if cost[s, d] > 0'",
+            ) from e
         if not isinstance(tree, ast.GeneratorExp):
             raise _fail(where, flat, start, f"cannot read {piece.strip()[:60]!r} as 'name in Set'")
         conv = _Converter(flat, where, offset=start - len(prefix))

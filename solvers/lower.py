@@ -76,10 +76,12 @@ _I64 = np.int64
 _F64 = np.float64
 
 
-def _issue(code: str, message: str, where: str = "", fix: str = "", culprit: str = "",
-           position: int | None = None) -> ModelError:
-    return ModelError(Issue(code=code, message=message, where=where, culprit=culprit, fix=fix,
-                            position=position))
+def _issue(
+    code: str, message: str, where: str = "", fix: str = "", culprit: str = "", position: int | None = None
+) -> ModelError:
+    return ModelError(
+        Issue(code=code, message=message, where=where, culprit=culprit, fix=fix, position=position)
+    )
 
 
 # ======================================================================= sets and indexing
@@ -284,14 +286,17 @@ def _as_lin(x: Value, n: int) -> Lin:
     if isinstance(x, Lin):
         return x
     if isinstance(x, Nums):
-        return Lin(np.broadcast_to(x.v, (n,)).astype(_F64), np.zeros(0, _I64), np.zeros(0, _I64),
-                   np.zeros(0))
+        return Lin(np.broadcast_to(x.v, (n,)).astype(_F64), np.zeros(0, _I64), np.zeros(0, _I64), np.zeros(0))
     raise TypeError(type(x).__name__)
 
 
 def _lin_add(a: Lin, b: Lin, sign: float = 1.0) -> Lin:
-    return Lin(a.const + sign * b.const, np.concatenate([a.r, b.r]), np.concatenate([a.c, b.c]),
-               np.concatenate([a.v, sign * b.v]))
+    return Lin(
+        a.const + sign * b.const,
+        np.concatenate([a.r, b.r]),
+        np.concatenate([a.c, b.c]),
+        np.concatenate([a.v, sign * b.v]),
+    )
 
 
 def _lin_scale(a: Lin, s: FloatArray) -> Lin:
@@ -372,8 +377,9 @@ class Lowering:
 
     # ------------------------------------------------------------------ errors
 
-    def fail(self, message: str, node: ex.Node | ex.Loop | None = None, fix: str = "",
-             code: str = "expression") -> ModelError:
+    def fail(
+        self, message: str, node: ex.Node | ex.Loop | None = None, fix: str = "", code: str = "expression"
+    ) -> ModelError:
         pos = None if node is None else node.pos
         culprit = ""
         if pos is not None and 0 <= pos < len(self.text):
@@ -414,12 +420,20 @@ class Lowering:
 
     def table_column(self, table: str, column: str) -> list[Any]:
         if table not in self.tables:
-            raise _issue("unknown-table", f"table {table!r} is not in 'tables'", self.where,
-                         self.suggest(table, list(self.tables)))
+            raise _issue(
+                "unknown-table",
+                f"table {table!r} is not in 'tables'",
+                self.where,
+                self.suggest(table, list(self.tables)),
+            )
         cols = self.tables[table]
         if column not in cols:
-            raise _issue("unknown-column", f"table {table!r} has no column {column!r}", self.where,
-                         "its columns are: " + ", ".join(cols))
+            raise _issue(
+                "unknown-column",
+                f"table {table!r} has no column {column!r}",
+                self.where,
+                "its columns are: " + ", ".join(cols),
+            )
         return cols[column]
 
     # ------------------------------------------------------------------ sets
@@ -448,8 +462,9 @@ class Lowering:
         if isinstance(sd, RangeSet):
             lo, hi = sd.range
             if hi - lo + 1 > MAX_SET_SIZE:
-                raise _issue("too-large", f"range {lo}..{hi} has more than {MAX_SET_SIZE} elements",
-                             self.where)
+                raise _issue(
+                    "too-large", f"range {lo}..{hi} has more than {MAX_SET_SIZE} elements", self.where
+                )
             codes = np.arange(lo, hi + 1, dtype=_I64).reshape(-1, 1)
             self.sets[name] = SetData(name, codes, is_range=True)
             return
@@ -462,8 +477,12 @@ class Lowering:
         else:
             elems = list(sd)
         if not elems:
-            raise _issue("empty-set", f"set {name!r} is empty", self.where,
-                         "give it at least one element, or remove what uses it")
+            raise _issue(
+                "empty-set",
+                f"set {name!r} is empty",
+                self.where,
+                "give it at least one element, or remove what uses it",
+            )
         if len(elems) > MAX_SET_SIZE:
             raise _issue("too-large", f"set {name!r} has more than {MAX_SET_SIZE} elements", self.where)
         arity = len(elems[0]) if isinstance(elems[0], list) else 1
@@ -482,8 +501,12 @@ class Lowering:
             raise _issue("bad-set", f"set {name!r}: {e}", self.where) from None
         s = SetData(name, codes)
         if len(np.unique(s._prepare()[1])) != s.size:
-            raise _issue("duplicate-element", f"set {name!r} lists an element twice", self.where,
-                         "list each element once")
+            raise _issue(
+                "duplicate-element",
+                f"set {name!r} lists an element twice",
+                self.where,
+                "list each element once",
+            )
         self.sets[name] = s
 
     def index_sets(self, index: list[str], what: str) -> Indexer:
@@ -492,13 +515,18 @@ class Lowering:
             if s not in self.sets:
                 if s in self.model.sets:  # failed to load: already reported
                     raise CheckFailed([])
-                raise _issue("unknown-set", f"{what} is indexed by {s!r}, which is not a set", self.where,
-                             self.suggest(s, list(self.sets)))
+                raise _issue(
+                    "unknown-set",
+                    f"{what} is indexed by {s!r}, which is not a set",
+                    self.where,
+                    self.suggest(s, list(self.sets)),
+                )
             sets.append(self.sets[s])
         ix = Indexer(sets)
         if ix.size > MAX_DOMAIN_SIZE:
-            raise _issue("too-large", f"{what} has {ix.size} index combinations (limit {MAX_DOMAIN_SIZE})",
-                         self.where)
+            raise _issue(
+                "too-large", f"{what} has {ix.size} index combinations (limit {MAX_DOMAIN_SIZE})", self.where
+            )
         return ix
 
     # ------------------------------------------------------------------ parameters
@@ -521,16 +549,21 @@ class Lowering:
                 comps = [np.array([self.element_code(v) for v in c], dtype=_I64) for c in cols]
                 fv = np.array([np.nan if v is None or v == "" else float(v) for v in vals], dtype=_F64)
             except (TypeError, ValueError) as e:
-                raise _issue("bad-value", f"parameter {name!r}: a table value is not a number ({e})",
-                             self.where) from None
+                raise _issue(
+                    "bad-value", f"parameter {name!r}: a table value is not a number ({e})", self.where
+                ) from None
             self._fill(name, ix, arr, comps, fv)
         else:
             self._fill_values(name, p, ix, arr)
         if not np.all(np.isfinite(arr) | np.isnan(arr)):
             raise _issue("bad-value", f"parameter {name!r} has an infinite value", self.where)
         if np.any(np.abs(arr[np.isfinite(arr)]) > 1e15):
-            raise _issue("bad-value", f"parameter {name!r} has a value beyond 1e15", self.where,
-                         "rescale the data (e.g. thousands instead of units)")
+            raise _issue(
+                "bad-value",
+                f"parameter {name!r} has a value beyond 1e15",
+                self.where,
+                "rescale the data (e.g. thousands instead of units)",
+            )
         self.params[name] = (ix, arr)
 
     def _fill(self, name: str, ix: Indexer, arr: FloatArray, comps: list[IntArray], vals: FloatArray) -> None:
@@ -538,11 +571,16 @@ class Lowering:
         if bad >= 0:
             i = int(np.argmax(pos < 0))
             key = ",".join(self.interner.label(int(c[i])) for c in comps)
-            raise _issue("index-not-in-set", f"parameter {name!r} has a value for [{key}], which is not in "
-                         f"set {ix.sets[bad].name!r}", self.where,
-                         f"remove it or add the element to {ix.sets[bad].name}")
+            raise _issue(
+                "index-not-in-set",
+                f"parameter {name!r} has a value for [{key}], which is not in set {ix.sets[bad].name!r}",
+                self.where,
+                f"remove it or add the element to {ix.sets[bad].name}",
+            )
         if len(np.unique(pos)) != len(pos):
-            raise _issue("duplicate-value", f"parameter {name!r} gives a value twice for one index", self.where)
+            raise _issue(
+                "duplicate-value", f"parameter {name!r} gives a value twice for one index", self.where
+            )
         arr[pos] = vals
 
     def _fill_values(self, name: str, p: Parameter, ix: Indexer, arr: FloatArray) -> None:
@@ -556,14 +594,19 @@ class Lowering:
                 dense = None
             if dense is not None and dense.shape == shape:
                 if not np.all(np.isfinite(dense)):
-                    raise _issue("bad-value", f"parameter {name!r} has a value that is not a finite number",
-                                 self.where)
+                    raise _issue(
+                        "bad-value", f"parameter {name!r} has a value that is not a finite number", self.where
+                    )
                 arr[:] = dense.reshape(-1)
                 return
             if dense is not None and dense.ndim >= 1 and dense.shape != shape:
-                raise _issue("bad-shape", f"parameter {name!r}: values have shape {list(dense.shape)}, "
-                             f"but the index sets {p.index} have sizes {list(shape)}", self.where,
-                             "give one value per element, in set order, or use a dictionary keyed by element")
+                raise _issue(
+                    "bad-shape",
+                    f"parameter {name!r}: values have shape {list(dense.shape)}, "
+                    f"but the index sets {p.index} have sizes {list(shape)}",
+                    self.where,
+                    "give one value per element, in set order, or use a dictionary keyed by element",
+                )
         labels = [d for s in ix.sets for d in s.label_codes(self.interner)]
         comp_set = [s.name for s in ix.sets for _ in range(s.arity)]
         keys: list[list[int]] = []
@@ -572,23 +615,37 @@ class Lowering:
         def walk(node: Any, depth: int, prefix: list[int]) -> None:
             if depth == len(labels):
                 if isinstance(node, bool) or not isinstance(node, (int, float)):
-                    raise _issue("bad-value", f"parameter {name!r} at [{self._plabel(prefix)}]: "
-                                 f"{str(node)[:40]!r} is not a number", self.where)
+                    raise _issue(
+                        "bad-value",
+                        f"parameter {name!r} at [{self._plabel(prefix)}]: {str(node)[:40]!r} is not a number",
+                        self.where,
+                    )
                 if not math.isfinite(node):
-                    raise _issue("bad-value", f"parameter {name!r} at [{self._plabel(prefix)}] is not finite",
-                                 self.where)
+                    raise _issue(
+                        "bad-value",
+                        f"parameter {name!r} at [{self._plabel(prefix)}] is not finite",
+                        self.where,
+                    )
                 keys.append(prefix)
                 vals.append(float(node))
                 return
             if isinstance(node, list):
                 s = ix.sets[_set_of_component(ix, depth)]
                 if s.arity != 1:
-                    raise _issue("bad-shape", f"parameter {name!r}: a list cannot index the tuple set "
-                                 f"{s.name!r}", self.where, "use nested dictionaries keyed by element")
+                    raise _issue(
+                        "bad-shape",
+                        f"parameter {name!r}: a list cannot index the tuple set {s.name!r}",
+                        self.where,
+                        "use nested dictionaries keyed by element",
+                    )
                 if len(node) != s.size:
-                    raise _issue("bad-shape", f"parameter {name!r}: a list of {len(node)} values for set "
-                                 f"{s.name!r} of {s.size} elements", self.where,
-                                 "give one value per element in set order, or a dictionary")
+                    raise _issue(
+                        "bad-shape",
+                        f"parameter {name!r}: a list of {len(node)} values for set "
+                        f"{s.name!r} of {s.size} elements",
+                        self.where,
+                        "give one value per element in set order, or a dictionary",
+                    )
                 for k, item in enumerate(node):
                     walk(item, depth + 1, [*prefix, int(s.codes[k, 0])])
                 return
@@ -596,14 +653,22 @@ class Lowering:
                 for key, item in node.items():
                     code = labels[depth].get(str(key))
                     if code is None:
-                        raise _issue("index-not-in-set", f"parameter {name!r}: {str(key)[:40]!r} is not an "
-                                     f"element of set {comp_set[depth]!r}", self.where,
-                                     self.suggest(str(key), list(labels[depth])))
+                        raise _issue(
+                            "index-not-in-set",
+                            f"parameter {name!r}: {str(key)[:40]!r} is not an "
+                            f"element of set {comp_set[depth]!r}",
+                            self.where,
+                            self.suggest(str(key), list(labels[depth])),
+                        )
                     walk(item, depth + 1, [*prefix, code])
                 return
-            raise _issue("bad-shape", f"parameter {name!r}: expected a dictionary or list at "
-                         f"[{self._plabel(prefix)}], got {type(node).__name__}",
-                         self.where, f"nest values in the order of the index {p.index}")
+            raise _issue(
+                "bad-shape",
+                f"parameter {name!r}: expected a dictionary or list at "
+                f"[{self._plabel(prefix)}], got {type(node).__name__}",
+                self.where,
+                f"nest values in the order of the index {p.index}",
+            )
 
         walk(values, 0, [])
         if not keys:
@@ -628,18 +693,30 @@ class Lowering:
             if bound not in self.params:
                 if bound in self.model.parameters:
                     raise CheckFailed([])
-                raise _issue("unknown-symbol", f"the {which} bound {bound!r} of {vname!r} is not a parameter",
-                             self.where, self.suggest(bound, list(self.params)))
+                raise _issue(
+                    "unknown-symbol",
+                    f"the {which} bound {bound!r} of {vname!r} is not a parameter",
+                    self.where,
+                    self.suggest(bound, list(self.params)),
+                )
             pix, arr = self.params[bound]
             if pix.size == 1 and not pix.sets:
                 return np.full(ix.size, arr[0])
             if [s.name for s in pix.sets] != [s.name for s in ix.sets]:
-                raise _issue("index-mismatch", f"the {which} bound {bound!r} is indexed by "
-                             f"{[s.name for s in pix.sets]}, but {vname!r} by {[s.name for s in ix.sets]}",
-                             self.where, "use a parameter indexed like the variable")
+                raise _issue(
+                    "index-mismatch",
+                    f"the {which} bound {bound!r} is indexed by "
+                    f"{[s.name for s in pix.sets]}, but {vname!r} by {[s.name for s in ix.sets]}",
+                    self.where,
+                    "use a parameter indexed like the variable",
+                )
             if np.isnan(arr).any():
-                raise _issue("missing-value", f"the {which} bound {bound!r} of {vname!r} lacks values",
-                             self.where, "give a value for every index or a 'default'")
+                raise _issue(
+                    "missing-value",
+                    f"the {which} bound {bound!r} of {vname!r} lacks values",
+                    self.where,
+                    "give a value for every index or a 'default'",
+                )
             return arr.copy()
         return np.full(ix.size, float(bound))
 
@@ -675,8 +752,13 @@ class Lowering:
             hi = np.minimum(hi, 1.0)
         if np.any(lo > hi):
             k = int(np.argmax(lo > hi))
-            raise _issue("bad-bounds", f"{block_label(v.name, keys, k, self.interner)} has lower bound "
-                         f"{lo[k]:g} above its upper bound {hi[k]:g}", self.where, "fix the bounds")
+            raise _issue(
+                "bad-bounds",
+                f"{block_label(v.name, keys, k, self.interner)} has lower bound "
+                f"{lo[k]:g} above its upper bound {hi[k]:g}",
+                self.where,
+                "fix the bounds",
+            )
         block = VarBlock(v.name, v.domain, self.ncols, ix.size, keys, v.description, v.source, v.unit)
         self.vars[v.name] = _Var(v.name, v.domain, ix, self.ncols, block)
         self._add_cols(block, lo, hi, np.full(ix.size, integer))
@@ -709,29 +791,52 @@ class Lowering:
             if lp.set_name not in self.sets:
                 if lp.set_name in self.model.sets:
                     raise CheckFailed([])
-                what = "a parameter" if lp.set_name in self.params else (
-                    "a variable" if lp.set_name in self.vars else "not declared")
-                raise self.fail(f"loops run over sets; {lp.set_name!r} is {what}", lp,
-                                self.suggest(lp.set_name, list(self.sets)), code="unknown-set")
+                what = (
+                    "a parameter"
+                    if lp.set_name in self.params
+                    else ("a variable" if lp.set_name in self.vars else "not declared")
+                )
+                raise self.fail(
+                    f"loops run over sets; {lp.set_name!r} is {what}",
+                    lp,
+                    self.suggest(lp.set_name, list(self.sets)),
+                    code="unknown-set",
+                )
             s = self.sets[lp.set_name]
             if len(lp.targets) != s.arity:
                 if s.arity > 1:
                     fix = f"write 'for ({', '.join('ijklmn'[: s.arity])}) in {s.name}'"
                 else:
                     fix = f"write 'for i in {s.name}'"
-                raise self.fail(f"set {s.name!r} holds {s.arity}-tuples but the loop binds "
-                                f"{len(lp.targets)} name(s)", lp, fix, code="arity")
+                raise self.fail(
+                    f"set {s.name!r} holds {s.arity}-tuples but the loop binds {len(lp.targets)} name(s)",
+                    lp,
+                    fix,
+                    code="arity",
+                )
             for t in lp.targets:
                 if t in env.cols:
-                    raise self.fail(f"the loop name {t!r} is already bound by an outer loop", lp,
-                                    "use another name", code="shadowing")
+                    raise self.fail(
+                        f"the loop name {t!r} is already bound by an outer loop",
+                        lp,
+                        "use another name",
+                        code="shadowing",
+                    )
                 if t in self.sets or t in self.params or t in self.vars:
-                    raise self.fail(f"the loop name {t!r} is also the name of a set, parameter or variable",
-                                    lp, "use another loop name", code="shadowing")
+                    raise self.fail(
+                        f"the loop name {t!r} is also the name of a set, parameter or variable",
+                        lp,
+                        "use another loop name",
+                        code="shadowing",
+                    )
             m = env.n * s.size
             if m > MAX_EXPANSION:
-                raise self.fail(f"this expands to {m} combinations (limit {MAX_EXPANSION})", lp,
-                                "add conditions or split the model", code="too-large")
+                raise self.fail(
+                    f"this expands to {m} combinations (limit {MAX_EXPANSION})",
+                    lp,
+                    "add conditions or split the model",
+                    code="too-large",
+                )
             rep = np.repeat(np.arange(env.n, dtype=_I64), s.size)
             new = env.take(rep)
             for k, t in enumerate(lp.targets):
@@ -752,11 +857,14 @@ class Lowering:
         if isinstance(v, Bools):
             return v.mask
         if isinstance(v, Nums):
-            return v.v != 0
+            return np.asarray(v.v != 0, dtype=bool)
         if isinstance(v, (Lin, Quad)):
-            raise self.fail("a condition may test set elements and parameters, never variables", node,
-                            "move the test on variables into a constraint (or use an implication)",
-                            code="condition-on-variable")
+            raise self.fail(
+                "a condition may test set elements and parameters, never variables",
+                node,
+                "move the test on variables into a constraint (or use an implication)",
+                code="condition-on-variable",
+            )
         raise self.fail("this condition is not true/false", node)
 
     # ------------------------------------------------------------------ evaluation
@@ -768,8 +876,12 @@ class Lowering:
         if isinstance(node, ex.Str):
             code = self.interner.lookup(node.value)
             if code is None:
-                raise self.fail(f"{node.value!r} is not an element of any set", node,
-                                "check the spelling against the sets", code="index-not-in-set")
+                raise self.fail(
+                    f"{node.value!r} is not an element of any set",
+                    node,
+                    "check the spelling against the sets",
+                    code="index-not-in-set",
+                )
             return Elems(np.full(n, code, dtype=_I64))
         if isinstance(node, ex.Name):
             return self.ev_name(node, env)
@@ -806,27 +918,35 @@ class Lowering:
         if name in self.params:
             ix, arr = self.params[name]
             if ix.sets:
-                raise self.fail(f"parameter {name!r} is indexed by {[s.name for s in ix.sets]}: write "
-                                f"{name}[...]", node, code="arity")
+                raise self.fail(
+                    f"parameter {name!r} is indexed by {[s.name for s in ix.sets]}: write {name}[...]",
+                    node,
+                    code="arity",
+                )
             if np.isnan(arr[0]):
                 raise self.fail(f"parameter {name!r} has no value", node, code="missing-value")
             return Nums(np.full(n, arr[0]))
         if name in self.vars:
             var = self.vars[name]
             if var.indexer.sets:
-                raise self.fail(f"variable {name!r} is indexed by {[s.name for s in var.indexer.sets]}: "
-                                f"write {name}[...]", node, code="arity")
+                raise self.fail(
+                    f"variable {name!r} is indexed by {[s.name for s in var.indexer.sets]}: "
+                    f"write {name}[...]",
+                    node,
+                    code="arity",
+                )
             if var.domain == "interval":
                 return IntervalRef(np.full(n, var.offset, dtype=_I64))
-            return Lin(np.zeros(n), np.arange(n, dtype=_I64), np.full(n, var.offset, dtype=_I64),
-                       np.ones(n))
+            return Lin(np.zeros(n), np.arange(n, dtype=_I64), np.full(n, var.offset, dtype=_I64), np.ones(n))
         if name in self.sets:
             return SetRef(self.sets[name])
         if name in ("inf", "infinity"):
             return Nums(np.full(n, INF))
-        if name in self.model.parameters or name in self.model.sets or name in {
-            v.name for v in self.model.variables
-        }:
+        if (
+            name in self.model.parameters
+            or name in self.model.sets
+            or name in {v.name for v in self.model.variables}
+        ):
             raise CheckFailed([])  # its own declaration failed and was reported
         pool = list(self.params) + list(self.vars) + list(self.sets) + list(env.cols)
         raise self.fail(f"unknown name {name!r}", node, self.suggest(name, pool), code="unknown-symbol")
@@ -842,15 +962,22 @@ class Lowering:
                     raise self.fail("an index must be a set element or a whole number", a, code="bad-index")
                 comps.append(v.v.astype(_I64))
             else:
-                raise self.fail("an index must be a set element (a loop name, a quoted name or a number), "
-                                "not an expression of variables", a, code="bad-index")
+                raise self.fail(
+                    "an index must be a set element (a loop name, a quoted name or a number), "
+                    "not an expression of variables",
+                    a,
+                    code="bad-index",
+                )
         return comps
 
     def locate(self, node: ex.Index, env: Env, ix: Indexer, what: str) -> IntArray:
         if len(node.args) != ix.arity:
-            raise self.fail(f"{what} {node.name!r} takes {ix.arity} index(es) "
-                            f"({', '.join(s.name for s in ix.sets) or 'none'}), got {len(node.args)}",
-                            node, code="arity")
+            raise self.fail(
+                f"{what} {node.name!r} takes {ix.arity} index(es) "
+                f"({', '.join(s.name for s in ix.sets) or 'none'}), got {len(node.args)}",
+                node,
+                code="arity",
+            )
         comps = self.index_codes(node, env)
         pos, bad = ix.positions(comps)
         if bad >= 0:
@@ -858,10 +985,13 @@ class Lowering:
             key = ",".join(self.interner.label(int(c[i])) for c in comps)
             binding = ", ".join(f"{k} = {self.interner.label(int(env.cols[k][i]))}" for k in env.order)
             s = ix.sets[bad]
-            raise self.fail(f"{node.name}[{key}]: the index is not in set {s.name!r}"
-                            + (f" (when {binding})" if binding else ""), node,
-                            f"restrict the loop with a condition, or add the element to {s.name}",
-                            code="index-not-in-set")
+            raise self.fail(
+                f"{node.name}[{key}]: the index is not in set {s.name!r}"
+                + (f" (when {binding})" if binding else ""),
+                node,
+                f"restrict the loop with a condition, or add the element to {s.name}",
+                code="index-not-in-set",
+            )
         return pos
 
     def ev_index(self, node: ex.Index, env: Env) -> Value:
@@ -873,10 +1003,17 @@ class Lowering:
             vals = arr[pos]
             if np.isnan(vals).any():
                 i = int(np.argmax(np.isnan(vals)))
-                key = ",".join(self.interner.label(int(k)) for k in ix.keys()[pos[i]]) if ix.size <= 10**6 else "?"
-                raise self.fail(f"parameter {name!r} has no value for [{key}]", node,
-                                f"add a value for [{key}] to {name}, or give {name} a 'default'",
-                                code="missing-value")
+                key = (
+                    ",".join(self.interner.label(int(k)) for k in ix.keys()[pos[i]])
+                    if ix.size <= 10**6
+                    else "?"
+                )
+                raise self.fail(
+                    f"parameter {name!r} has no value for [{key}]",
+                    node,
+                    f"add a value for [{key}] to {name}, or give {name} a 'default'",
+                    code="missing-value",
+                )
             return Nums(vals)
         if name in self.vars:
             var = self.vars[name]
@@ -885,8 +1022,12 @@ class Lowering:
                 return IntervalRef(var.offset + pos)
             return Lin(np.zeros(n), np.arange(n, dtype=_I64), var.offset + pos, np.ones(n))
         if name in self.sets:
-            raise self.fail(f"{name!r} is a set and cannot be indexed", node,
-                            "use 'in' to test membership: (i, j) in A", code="bad-index")
+            raise self.fail(
+                f"{name!r} is a set and cannot be indexed",
+                node,
+                "use 'in' to test membership: (i, j) in A",
+                code="bad-index",
+            )
         if name in env.cols:
             raise self.fail(f"{name!r} is a loop name and cannot be indexed", node, code="bad-index")
         if name in self.model.parameters or name in {v.name for v in self.model.variables}:
@@ -900,17 +1041,23 @@ class Lowering:
         if isinstance(x, Elems):
             if np.any(x.codes >= STR_BASE):
                 i = int(np.argmax(x.codes >= STR_BASE))
-                raise self.fail(f"cannot do arithmetic with the element {self.interner.label(int(x.codes[i]))!r}",
-                                node, "arithmetic works on whole-number elements (ranges) and parameters",
-                                code="type")
+                raise self.fail(
+                    f"cannot do arithmetic with the element {self.interner.label(int(x.codes[i]))!r}",
+                    node,
+                    "arithmetic works on whole-number elements (ranges) and parameters",
+                    code="type",
+                )
             return Nums(x.codes.astype(_F64))
         return None
 
     def arith(self, op: str, a: Value, b: Value, node: ex.Node, n: int) -> Value:
         for x in (a, b):
             if isinstance(x, (Bools, IntervalRef, SetRef)):
-                what = {Bools: "a true/false test", IntervalRef: "an interval (use start(t) or end(t))",
-                        SetRef: "a set"}[type(x)]
+                what = {
+                    Bools: "a true/false test",
+                    IntervalRef: "an interval (use start(t) or end(t))",
+                    SetRef: "a set",
+                }[type(x)]
                 raise self.fail(f"cannot do arithmetic with {what}", node, code="type")
         na, nb = self.nums_of(a, node), self.nums_of(b, node)
         if na is not None and nb is not None:
@@ -926,7 +1073,7 @@ class Lowering:
                         raise self.fail("division by zero", node, code="division-by-zero")
                     return Nums(na.v / nb.v)
                 if op == "**":
-                    r = na.v ** nb.v
+                    r = na.v**nb.v
                     if not np.all(np.isfinite(r)):
                         raise self.fail("the power gives a number that is not finite", node)
                     return Nums(r)
@@ -936,9 +1083,13 @@ class Lowering:
             sign = 1.0 if op == "+" else -1.0
             if isinstance(va, Quad) or isinstance(vb, Quad):
                 qa, qb = _quad_of(va, n), _quad_of(vb, n)
-                return Quad(_lin_add(qa.lin, qb.lin, sign), np.concatenate([qa.r, qb.r]),
-                            np.concatenate([qa.c1, qb.c1]), np.concatenate([qa.c2, qb.c2]),
-                            np.concatenate([qa.v, sign * qb.v]))
+                return Quad(
+                    _lin_add(qa.lin, qb.lin, sign),
+                    np.concatenate([qa.r, qb.r]),
+                    np.concatenate([qa.c1, qb.c1]),
+                    np.concatenate([qa.c2, qb.c2]),
+                    np.concatenate([qa.v, sign * qb.v]),
+                )
             return _lin_add(_as_lin(va, n), _as_lin(vb, n), sign)
         if op == "*":
             if isinstance(va, Nums) or isinstance(vb, Nums):
@@ -947,13 +1098,18 @@ class Lowering:
                 if isinstance(other, Lin):
                     return _lin_scale(other, s.v)
                 if isinstance(other, Quad):
-                    return Quad(_lin_scale(other.lin, s.v), other.r, other.c1, other.c2, other.v * s.v[other.r])
+                    return Quad(
+                        _lin_scale(other.lin, s.v), other.r, other.c1, other.c2, other.v * s.v[other.r]
+                    )
             if isinstance(va, Lin) and isinstance(vb, Lin):
                 if not self.allow_quad:
-                    raise self.fail("product of two expressions with variables: this is nonlinear", node,
-                                    "constraints must be linear: multiply variables only by data, or model "
-                                    "the product with a binary variable and a fixed_charge/implication",
-                                    code="nonlinear")
+                    raise self.fail(
+                        "product of two expressions with variables: this is nonlinear",
+                        node,
+                        "constraints must be linear: multiply variables only by data, or model "
+                        "the product with a binary variable and a fixed_charge/implication",
+                        code="nonlinear",
+                    )
                 return self.lin_product(va, vb)
             raise self.fail("this product is of degree above two", node, code="nonlinear")
         if op == "/":
@@ -965,9 +1121,12 @@ class Lowering:
                     return _lin_scale(va, inv)
                 if isinstance(va, Quad):
                     return Quad(_lin_scale(va.lin, inv), va.r, va.c1, va.c2, va.v * inv[va.r])
-            raise self.fail("division by an expression with variables", node,
-                            "multiply both sides by the divisor instead (e.g. x / y <= 2 becomes x <= 2 * y)",
-                            code="division-by-variable")
+            raise self.fail(
+                "division by an expression with variables",
+                node,
+                "multiply both sides by the divisor instead (e.g. x / y <= 2 becomes x <= 2 * y)",
+                code="division-by-variable",
+            )
         if op == "**":
             if isinstance(vb, Nums) and np.all(vb.v == vb.v[0]) and vb.v[0] in (0.0, 1.0, 2.0):
                 e = vb.v[0]
@@ -977,8 +1136,11 @@ class Lowering:
                     return va
                 if isinstance(va, Lin):
                     return self.arith("*", va, va, node, n)
-            raise self.fail("only the powers 0, 1 and 2 of an expression with variables are allowed", node,
-                            code="nonlinear")
+            raise self.fail(
+                "only the powers 0, 1 and 2 of an expression with variables are allowed",
+                node,
+                code="nonlinear",
+            )
         raise self.fail(f"unsupported operator {op}", node)
 
     def lin_product(self, a: Lin, b: Lin) -> Quad:
@@ -1000,8 +1162,13 @@ class Lowering:
                     c1.append(x)
                     c2.append(y)
                     vv.append(u * w)
-        return Quad(lin, np.array(r1, dtype=_I64), np.array(c1, dtype=_I64), np.array(c2, dtype=_I64),
-                    np.array(vv, dtype=_F64))
+        return Quad(
+            lin,
+            np.array(r1, dtype=_I64),
+            np.array(c1, dtype=_I64),
+            np.array(c2, dtype=_I64),
+            np.array(vv, dtype=_F64),
+        )
 
     def compare_data(self, node: ex.Compare, env: Env) -> Value:
         out = np.ones(env.n, dtype=bool)
@@ -1013,8 +1180,12 @@ class Lowering:
                 out &= m if op == "in" else ~m
                 continue
             if isinstance(a, (Lin, Quad)) or isinstance(b, (Lin, Quad)):
-                raise self.fail("this comparison involves variables; here only data may be compared", node,
-                                "write constraints as separate entries", code="condition-on-variable")
+                raise self.fail(
+                    "this comparison involves variables; here only data may be compared",
+                    node,
+                    "write constraints as separate entries",
+                    code="condition-on-variable",
+                )
             if isinstance(a, Elems) and isinstance(b, Elems):
                 x, y = a.codes, b.codes
             else:
@@ -1033,8 +1204,11 @@ class Lowering:
         s = b.set
         items = left.items if isinstance(left, ex.Tuple) else (left,)
         if len(items) != s.arity:
-            raise self.fail(f"set {s.name!r} holds {s.arity}-tuples; the test gives {len(items)} value(s)", node,
-                            code="arity")
+            raise self.fail(
+                f"set {s.name!r} holds {s.arity}-tuples; the test gives {len(items)} value(s)",
+                node,
+                code="arity",
+            )
         comps = []
         for it in items:
             v = self.ev(it, env)
@@ -1066,14 +1240,19 @@ class Lowering:
                 return Nums(np.abs(nx.v))
             if isinstance(x, Lin):
                 neg = _lin_scale(x, np.full(n, -1.0))
-                return self.aux_bound("max", [(x, np.arange(n, dtype=_I64)), (neg, np.arange(n, dtype=_I64))],
-                                      n)
+                return self.aux_bound(
+                    "max", [(x, np.arange(n, dtype=_I64)), (neg, np.arange(n, dtype=_I64))], n
+                )
             raise self.fail("abs() takes a number or a linear expression", node, code="type")
         if f in ("start", "end"):
             x = self.ev(node.args[0], env)
             if not isinstance(x, IntervalRef):
-                raise self.fail(f"{f}() takes an interval variable", node.args[0],
-                                "declare the variable with domain 'interval'", code="type")
+                raise self.fail(
+                    f"{f}() takes an interval variable",
+                    node.args[0],
+                    "declare the variable with domain 'interval'",
+                    code="type",
+                )
             cols = self.interval_cols(x.ids, f)
             return Lin(np.zeros(n), np.arange(n, dtype=_I64), cols, np.ones(n))
         if f == "ord":
@@ -1107,8 +1286,12 @@ class Lowering:
         if nb is not None:
             return Nums(np.bincount(parent, weights=nb.v, minlength=n).astype(_F64))
         if isinstance(body, Lin):
-            return Lin(np.bincount(parent, weights=body.const, minlength=n).astype(_F64), parent[body.r],
-                       body.c, body.v)
+            return Lin(
+                np.bincount(parent, weights=body.const, minlength=n).astype(_F64),
+                parent[body.r],
+                body.c,
+                body.v,
+            )
         if isinstance(body, Quad):
             lin = self.aggregate(body.lin, parent, n, node)
             assert isinstance(lin, Lin)
@@ -1128,9 +1311,9 @@ class Lowering:
         else:
             for a in node.args:
                 parts.append((self.ev(a, env), np.arange(n, dtype=_I64)))
-        if all(self.nums_of(v, node) is not None for v, _ in parts if not isinstance(v, (Lin, Quad))) and not any(
-            isinstance(v, (Lin, Quad)) for v, _ in parts
-        ):
+        if all(
+            self.nums_of(v, node) is not None for v, _ in parts if not isinstance(v, (Lin, Quad))
+        ) and not any(isinstance(v, (Lin, Quad)) for v, _ in parts):
             init = np.full(n, INF if f == "min" else -INF)
             for v, parent in parts:
                 nv = self.nums_of(v, node)
@@ -1211,25 +1394,40 @@ class Lowering:
         """``a <= b`` / ``a >= b`` / ``a == b`` / ``lo <= e <= hi`` as rows lo <= A x <= hi."""
         n = env.n
         if not isinstance(node, ex.Compare):
-            raise self.fail("a constraint needs one comparison: <=, >= or ==", node,
-                            "write e.g. 'sum(x[i] for i in S) <= 10'", code="not-a-comparison")
+            raise self.fail(
+                "a constraint needs one comparison: <=, >= or ==",
+                node,
+                "write e.g. 'sum(x[i] for i in S) <= 10'",
+                code="not-a-comparison",
+            )
         if any(op in ("in", "not in") for op in node.ops):
             raise self.fail("'in' is for conditions on data, not constraints", node, code="type")
         for op in node.ops:
             if op == "!=":
-                raise self.fail("'!=' on variables is not linear", node,
-                                "use either_or with x <= v - 1 and x >= v + 1, or all_different", code="strict")
+                raise self.fail(
+                    "'!=' on variables is not linear",
+                    node,
+                    "use either_or with x <= v - 1 and x >= v + 1, or all_different",
+                    code="strict",
+                )
             if op in ("<", ">") and not allow_strict:
-                raise self.fail(f"strict '{op}' cannot be enforced exactly by a solver", node,
-                                f"use '{op}=' (and for whole numbers add 1, e.g. x > 5 becomes x >= 6)",
-                                code="strict")
+                raise self.fail(
+                    f"strict '{op}' cannot be enforced exactly by a solver",
+                    node,
+                    f"use '{op}=' (and for whole numbers add 1, e.g. x > 5 becomes x >= 6)",
+                    code="strict",
+                )
         vals = [self.ev(x, env) for x in node.operands]
         for v, x in zip(vals, node.operands, strict=True):
             if isinstance(v, Quad):
                 raise self.fail("quadratic terms are only allowed in the objective", x, code="nonlinear")
             if isinstance(v, (Bools, SetRef, IntervalRef)):
-                raise self.fail("each side of a comparison must be a number or a linear expression", x,
-                                "intervals are compared through start(t) and end(t)", code="type")
+                raise self.fail(
+                    "each side of a comparison must be a number or a linear expression",
+                    x,
+                    "intervals are compared through start(t) and end(t)",
+                    code="type",
+                )
         if len(node.ops) == 1:
             op = node.ops[0]
             na, nb = self.nums_of(vals[0], node), self.nums_of(vals[1], node)
@@ -1244,13 +1442,20 @@ class Lowering:
         if len(node.ops) == 2:
             o1, o2 = node.ops
             if o1 != o2 or o1 == "==":
-                raise self.fail("a two-sided comparison must read lo <= e <= hi or hi >= e >= lo", node,
-                                code="not-a-comparison")
+                raise self.fail(
+                    "a two-sided comparison must read lo <= e <= hi or hi >= e >= lo",
+                    node,
+                    code="not-a-comparison",
+                )
             lo_v, e_v, hi_v = vals if o1 in ("<=", "<") else vals[::-1]
             nlo, nhi = self.nums_of(lo_v, node), self.nums_of(hi_v, node)
             if nlo is None or nhi is None:
-                raise self.fail("in lo <= e <= hi, the ends must be data (numbers, parameters)", node,
-                                "split it into two constraints", code="not-a-comparison")
+                raise self.fail(
+                    "in lo <= e <= hi, the ends must be data (numbers, parameters)",
+                    node,
+                    "split it into two constraints",
+                    code="not-a-comparison",
+                )
             ne = self.nums_of(e_v, node)
             e = _as_lin(ne if ne is not None else e_v, n)
             return e, nlo.v - e.const, nhi.v - e.const
@@ -1270,15 +1475,33 @@ class Lowering:
             up = (coef > 0 and le) or (coef < 0 and ge)  # expression kept from growing
             ok = up if kinds[col] == "max" else ((coef < 0 and le) or (coef > 0 and ge))
             if not ok:
-                raise self.fail(f"{kinds[col]}()/abs() appears where it cannot be modelled exactly "
-                                "(only max(...) <= b, min(...) >= b, and abs(...) <= b are linear)", None,
-                                "rewrite with either_or, or bound each term separately", code="nonconvex")
+                raise self.fail(
+                    f"{kinds[col]}()/abs() appears where it cannot be modelled exactly "
+                    "(only max(...) <= b, min(...) >= b, and abs(...) <= b are linear)",
+                    None,
+                    "rewrite with either_or, or bound each term separately",
+                    code="nonconvex",
+                )
 
     def flush_aux_rows(self, cid: str, template: str, source: str | None, keys: IntArray, where: str) -> None:
         for k, (r, c, v, lo, hi) in enumerate(self.aux_rows):
             m = len(lo)
-            self.row_blocks.append(RowBlock(cid, template, source, m, r, c, v, lo, hi,
-                                            np.zeros((m, 0), dtype=_I64), aux=True, suffix=f".aux{k}"))
+            self.row_blocks.append(
+                RowBlock(
+                    cid,
+                    template,
+                    source,
+                    m,
+                    r,
+                    c,
+                    v,
+                    lo,
+                    hi,
+                    np.zeros((m, 0), dtype=_I64),
+                    aux=True,
+                    suffix=f".aux{k}",
+                )
+            )
         self.aux_rows = []
 
     # ------------------------------------------------------------------ logic
@@ -1306,8 +1529,9 @@ class Lowering:
             return BAtom(v, np.ones(n) - v.const, np.ones(n) - v.const)
         if isinstance(v, (Bools, Nums)):
             return BConst(v.mask if isinstance(v, Bools) else v.v != 0)
-        raise self.fail("expected a condition: a comparison, a binary variable, and/or/not", node,
-                        code="not-a-condition")
+        raise self.fail(
+            "expected a condition: a comparison, a binary variable, and/or/not", node, code="not-a-condition"
+        )
 
     def strict_atom(self, node: ex.Compare, env: Env) -> BForm:
         """x < b, x > b, x != b: exact only when the expression takes whole values."""
@@ -1318,15 +1542,20 @@ class Lowering:
         d = _lin_add(_as_lin(na if na is not None else a, n), _as_lin(nb if nb is not None else b, n), -1.0)
         cols = self.columns_integer()
         if not (np.all(cols[d.c]) and np.all(d.v == np.round(d.v)) and np.all(d.const == np.round(d.const))):
-            raise self.fail(f"strict '{node.ops[0]}' on an expression that can take fractional values", node,
-                            f"use '{'<=' if node.ops[0] == '<' else '>='}' or make the variables integer",
-                            code="strict")
+            raise self.fail(
+                f"strict '{node.ops[0]}' on an expression that can take fractional values",
+                node,
+                f"use '{'<=' if node.ops[0] == '<' else '>='}' or make the variables integer",
+                code="strict",
+            )
         op = node.ops[0]
         if op == "<":
             return BAtom(d, np.full(n, -INF), -d.const - 1)
         if op == ">":
             return BAtom(d, -d.const + 1, np.full(n, INF))
-        return BNode("or", [BAtom(d, np.full(n, -INF), -d.const - 1), BAtom(d, -d.const + 1, np.full(n, INF))])
+        return BNode(
+            "or", [BAtom(d, np.full(n, -INF), -d.const - 1), BAtom(d, -d.const + 1, np.full(n, INF))]
+        )
 
     def columns_integer(self) -> BoolArray:
         return np.concatenate(self.int_parts) if self.int_parts else np.zeros(0, dtype=bool)
@@ -1335,11 +1564,20 @@ class Lowering:
         ints = self.columns_integer()
         lo = np.concatenate(self.lower_parts)
         hi = np.concatenate(self.upper_parts)
-        ok = (len(v.c) == v.n and np.all(v.v == 1.0) and np.all(ints[v.c]) and np.all(lo[v.c] >= 0)
-              and np.all(hi[v.c] <= 1))
+        ok = (
+            len(v.c) == v.n
+            and np.all(v.v == 1.0)
+            and np.all(ints[v.c])
+            and np.all(lo[v.c] >= 0)
+            and np.all(hi[v.c] <= 1)
+        )
         if not ok:
-            raise self.fail("only a binary or boolean variable can stand alone as a condition", node,
-                            "compare it, e.g. x >= 1", code="not-a-condition")
+            raise self.fail(
+                "only a binary or boolean variable can stand alone as a condition",
+                node,
+                "compare it, e.g. x >= 1",
+                code="not-a-condition",
+            )
 
     def split_formula(self, f: BForm, i: int, cache: dict[int, _RowSplitter]) -> Formula:
         if isinstance(f, BConst):
@@ -1369,8 +1607,9 @@ class Lowering:
                 return Const(bool(ok))
         return Atom(cols, coefs, lo, hi)
 
-    def option_list(self, field_value: Any, env: Env, where: str, field_name: str,
-                    ev: Callable[[ex.Node, Env], Any]) -> list[tuple[Any, IntArray]]:
+    def option_list(
+        self, field_value: Any, env: Env, where: str, field_name: str, ev: Callable[[ex.Node, Env], Any]
+    ) -> list[tuple[Any, IntArray]]:
         """A list field: each entry (batched value, parent rows); a comprehension expands."""
         out: list[tuple[Any, IntArray]] = []
         if isinstance(field_value, str):
@@ -1384,8 +1623,9 @@ class Lowering:
                 out.append((ev(node, env), np.arange(env.n, dtype=_I64)))
         return out
 
-    def per_row(self, parts: list[tuple[Any, IntArray]], n: int,
-                split: Callable[[Any, int], Any]) -> list[list[Any]]:
+    def per_row(
+        self, parts: list[tuple[Any, IntArray]], n: int, split: Callable[[Any, int], Any]
+    ) -> list[list[Any]]:
         rows: list[list[Any]] = [[] for _ in range(n)]
         for val, parent in parts:
             for j, p in enumerate(parent.tolist()):
@@ -1399,7 +1639,9 @@ class Lowering:
         v = self.ev(node, env)
         nv = self.nums_of(v, node) if not isinstance(v, (Lin, Quad)) else None
         if nv is None:
-            raise self.fail(f"'{name}' must be data (a number or parameters), not variables", node, code="type")
+            raise self.fail(
+                f"'{name}' must be data (a number or parameters), not variables", node, code="type"
+            )
         return nv.v
 
     def term_field(self, text: str, env: Env, where: str, name: str) -> list[LinTerm]:
@@ -1458,8 +1700,9 @@ class Lowering:
             for i in range(n):
                 lit = self.split_formula(ind, i, cache)
                 if not isinstance(lit, Lit) or lit.neg:
-                    raise self.fail("the indicator of a fixed_charge must be a binary variable", None,
-                                    code="type")
+                    raise self.fail(
+                        "the indicator of a fixed_charge must be a binary variable", None, code="type"
+                    )
                 datas[i] = {"variable": var[i], "indicator": lit, "upper": float(up[i])}
         elif isinstance(c, SemiContinuous):
             var = self.term_field(c.variable, env, where, "variable")
@@ -1473,10 +1716,16 @@ class Lowering:
                 lits = rows[i]
                 bad = [x for x in lits if not isinstance(x, (Lit, Const))]
                 if bad:
-                    raise self.fail("clause literals are binary/boolean variables or 'not' of one", None,
-                                    "write e.g. [\"a\", \"not b\"]", code="type")
-                datas[i] = {"literals": [x for x in lits if isinstance(x, Lit)],
-                            "always": any(isinstance(x, Const) and x.value for x in lits)}
+                    raise self.fail(
+                        "clause literals are binary/boolean variables or 'not' of one",
+                        None,
+                        'write e.g. ["a", "not b"]',
+                        code="type",
+                    )
+                datas[i] = {
+                    "literals": [x for x in lits if isinstance(x, Lit)],
+                    "always": any(isinstance(x, Const) and x.value for x in lits),
+                }
         elif isinstance(c, NoOverlap):
             parts = self.option_list(c.intervals, env, where, "intervals", self._interval_value)
             rows = self.per_row(parts, n, lambda v, j: int(v.ids[j]))
@@ -1490,15 +1739,25 @@ class Lowering:
             for i in range(n):
                 datas[i] = {"before": int(b[i]), "after": int(a[i]), "lag": float(lag[i])}
         elif isinstance(c, Cumulative):
-            ivs = self.per_row(self.option_list(c.intervals, env, where, "intervals", self._interval_value), n,
-                               lambda v, j: int(v.ids[j]))
-            dem = self.per_row(self.option_list(c.demands, env, where, "demands", self._num_value), n,
-                               lambda v, j: float(v[j]))
+            ivs = self.per_row(
+                self.option_list(c.intervals, env, where, "intervals", self._interval_value),
+                n,
+                lambda v, j: int(v.ids[j]),
+            )
+            dem = self.per_row(
+                self.option_list(c.demands, env, where, "demands", self._num_value),
+                n,
+                lambda v, j: float(v[j]),
+            )
             cap = self.number_field(c.capacity, env, where, "capacity")
             for i in range(n):
                 if len(ivs[i]) != len(dem[i]):
-                    raise self.fail(f"cumulative has {len(ivs[i])} intervals but {len(dem[i])} demands", None,
-                                    "give one demand per interval", code="arity")
+                    raise self.fail(
+                        f"cumulative has {len(ivs[i])} intervals but {len(dem[i])} demands",
+                        None,
+                        "give one demand per interval",
+                        code="arity",
+                    )
                 datas[i] = {"intervals": ivs[i], "demands": dem[i], "capacity": float(cap[i])}
         else:  # pragma: no cover - the contract's union is closed
             raise self.fail(f"unknown template {c.template}", None)
@@ -1542,7 +1801,10 @@ class Lowering:
             raise self.fail("the objective must be a number or an expression of variables", node, code="type")
         q = _quad_of(nv if nv is not None else v, 1)
         lin = q.lin
-        sign_ok = {"max": 1.0 if o.sense == "minimize" else -1.0, "min": -1.0 if o.sense == "minimize" else 1.0}
+        sign_ok = {
+            "max": 1.0 if o.sense == "minimize" else -1.0,
+            "min": -1.0 if o.sense == "minimize" else 1.0,
+        }
         kinds = {a.col: a.kind for a in self.aux_here}
         if kinds:
             agg: dict[int, float] = {}
@@ -1551,9 +1813,12 @@ class Lowering:
                     agg[c] = agg.get(c, 0.0) + val
             for c, val in agg.items():
                 if val * sign_ok[kinds[c]] < 0:
-                    raise self.fail(f"{o.sense} of {kinds[c]}(...) (or abs(...)) cannot be modelled linearly",
-                                    node, "linear forms are: minimize max(...), maximize min(...), minimize abs",
-                                    code="nonconvex")
+                    raise self.fail(
+                        f"{o.sense} of {kinds[c]}(...) (or abs(...)) cannot be modelled linearly",
+                        node,
+                        "linear forms are: minimize max(...), maximize min(...), minimize abs",
+                        code="nonconvex",
+                    )
         self.flush_aux_rows("objective", "objective", o.source, np.zeros((0, 0), dtype=_I64), "objective")
         return Objective(o.sense, lin.c, lin.v, float(lin.const[0]), q.c1, q.c2, q.v, o.source)
 
@@ -1659,8 +1924,11 @@ def _read_csv(text: str, name: str) -> dict[str, list[Any]]:
         if not row:
             continue
         if len(row) != len(keys):
-            raise _issue("bad-table", f"table {name!r} line {lineno} has {len(row)} fields, the header "
-                         f"{len(keys)}", f"table {name}")
+            raise _issue(
+                "bad-table",
+                f"table {name!r} line {lineno} has {len(row)} fields, the header {len(keys)}",
+                f"table {name}",
+            )
         for k, v in zip(keys, row, strict=True):
             cols[k].append(_csv_value(v.strip()))
     return cols

@@ -28,9 +28,29 @@ SCHEMA_ID = "optscribe.model/v1"
 #: parameter or variable may not take one of these names.
 RESERVED = frozenset(
     {
-        "sum", "min", "max", "abs", "start", "end", "ord", "first", "last", "len",
-        "and", "or", "not", "in", "for", "if", "else", "True", "False", "None",
-        "lambda", "is", "inf",
+        "sum",
+        "min",
+        "max",
+        "abs",
+        "start",
+        "end",
+        "ord",
+        "first",
+        "last",
+        "len",
+        "and",
+        "or",
+        "not",
+        "in",
+        "for",
+        "if",
+        "else",
+        "True",
+        "False",
+        "None",
+        "lambda",
+        "is",
+        "inf",
     }
 )
 
@@ -44,8 +64,7 @@ _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 def _check_name(value: str) -> str:
     if not _NAME_RE.match(value):
         raise ValueError(
-            f"{value[:80]!r} is not a valid name: use letters, digits and underscores, "
-            "starting with a letter"
+            f"{value[:80]!r} is not a valid name: use letters, digits and underscores, starting with a letter"
         )
     if value.startswith("__"):
         raise ValueError(f"{value!r} is not allowed: names may not start with '__'")
@@ -212,16 +231,21 @@ class _Constraint(_Strict):
 
 
 LINEAR_TEMPLATES = (
-    "upper_bound", "lower_bound", "linear", "sum", "ratio", "xby", "xy", "balance",
+    "upper_bound",
+    "lower_bound",
+    "linear",
+    "sum",
+    "ratio",
+    "xby",
+    "xy",
+    "balance",
 )
 
 
 class LinearConstraint(_Constraint):
     """One comparison: ``<=``, ``>=`` or ``==`` (or a two-sided ``a <= e <= b``)."""
 
-    template: Literal[
-        "upper_bound", "lower_bound", "linear", "sum", "ratio", "xby", "xy", "balance"
-    ]
+    template: Literal["upper_bound", "lower_bound", "linear", "sum", "ratio", "xby", "xy", "balance"]
     expression: Expression
 
 
@@ -286,25 +310,29 @@ class Clause(_Constraint):
 
 
 Constraint = Annotated[
-    Union[
-        LinearConstraint,
-        Implication,
-        EitherOr,
-        CountingConstraint,
-        AllDifferent,
-        FixedCharge,
-        SemiContinuous,
-        NoOverlap,
-        Precedence,
-        Cumulative,
-        Clause,
-    ],
+    LinearConstraint
+    | Implication
+    | EitherOr
+    | CountingConstraint
+    | AllDifferent
+    | FixedCharge
+    | SemiContinuous
+    | NoOverlap
+    | Precedence
+    | Cumulative
+    | Clause,
     Field(discriminator="template"),
 ]
 
 LOGIC_TEMPLATES = (
-    "implication", "either_or", "at_most_k", "at_least_k", "exactly_k", "all_different",
-    "fixed_charge", "semi_continuous",
+    "implication",
+    "either_or",
+    "at_most_k",
+    "at_least_k",
+    "exactly_k",
+    "all_different",
+    "fixed_charge",
+    "semi_continuous",
 )
 SCHEDULING_TEMPLATES = ("no_overlap", "precedence", "cumulative")
 ALL_TEMPLATES = LINEAR_TEMPLATES + LOGIC_TEMPLATES + SCHEDULING_TEMPLATES + ("clause",)
@@ -337,7 +365,7 @@ class Table(_Strict):
 class Model(_Strict):
     """An optimization model in the ``optscribe.model/v1`` contract."""
 
-    schema_: Literal["optscribe.model/v1"] = Field(default=SCHEMA_ID, alias="schema")
+    schema_: Literal["optscribe.model/v1"] = Field(default="optscribe.model/v1", alias="schema")
     name: Name = "model"
     description: Text | None = None
     sets: dict[Name, SetDef] = Field(default_factory=dict)
