@@ -154,7 +154,9 @@ class Parameter(_Strict):
         if self.table is not None:
             if self.column is None:
                 raise ValueError("a table parameter names its 'column'")
-            if len(self.index_columns or []) != len(self.index):
+            # a set of pairs takes two columns, so the count is checked where set arities are known
+            # Without 'index', the sets are those declared from the same table columns.
+            if self.index and not self.index_columns:
                 raise ValueError("'index_columns' must name one table column per set in 'index'")
         return self
 
@@ -179,8 +181,8 @@ class Variable(_Strict):
     lower: Bound = 0.0
     upper: Bound = None
     duration: float | Name | None = None
-    start: tuple[float, float] | None = None
-    end: tuple[float, float] | None = None
+    start: tuple[float | Name, float | Name] | None = None
+    end: tuple[float | Name, float | Name] | None = None
     description: Text | None = None
     source: Text | None = None
     unit: Annotated[str, StringConstraints(max_length=64)] | None = None
