@@ -9,7 +9,7 @@ backend that cannot take it, unused declarations, constraints that expand to not
 from __future__ import annotations
 
 from .errors import CheckFailed, Issue, ModelError
-from .expr import names_in, parse
+from .expr import Loop, names_in, parse, parse_for_each, parse_list
 from .ir import Instance
 from .lower import lower
 from .model import Model
@@ -60,18 +60,7 @@ def _warnings(model: Model, instance: Instance) -> list[Issue]:
             elif isinstance(v, list):
                 texts.extend(x for x in v if isinstance(x, str))
     for t in texts:
-        try:
-            used |= names_in(parse(t))
-        except ModelError:
-            try:
-                from .expr import parse_for_each
-
-                for lp in parse_for_each(t):
-                    used.add(lp.set_name)
-                    for cond in lp.conds:
-                        used |= names_in(cond)
-            except ModelError:
-                pass
+        used |= _names_of_text(t)
     bounds = (
         {v.lower for v in model.variables}
         | {v.upper for v in model.variables}
@@ -116,4 +105,21 @@ def _warnings(model: Model, instance: Instance) -> list[Issue]:
                     fix="check the for_each condition",
                 )
             )
+    return out
+
+
+def _names_of_text(text: str) -> set[str]:
+    """Names used by an expression, a for_each, or a list field written as a comprehension."""
+    for parser in (parse, parse_list):
+        try:
+            return names_in(parser(text))
+        except ModelError:
+            pass
+    try:
+        loops: tuple[Loop, ...] = parse_for_each(text)
+    except ModelError:
+        return set()
+    out: set[str] = set()
+    for lp in loops:
+        out |= names_in(lp)
     return out

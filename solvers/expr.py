@@ -17,7 +17,11 @@ from functools import lru_cache
 
 from .errors import ExpressionError, Issue
 
-MAX_DEPTH = 60
+MAX_DEPTH = 60  # brackets
+# Tree depth: a written-out sum of n terms is a chain n deep, so this is well above
+# MAX_DEPTH, yet low enough that the recursive walks here and in lowering stay far from
+# Python's recursion limit.
+MAX_TREE_DEPTH = 250
 MAX_NODES = 20_000
 
 #: Functions the language knows, with the number of arguments they take (None: any, or a
@@ -114,7 +118,7 @@ class Call(Node):
     args: tuple[Node, ...]
 
 
-_BINOPS = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/", ast.Pow: "**"}
+_BINOPS = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/", ast.Pow: "**", ast.Mod: "%"}
 _CMPOPS = {
     ast.LtE: "<=",
     ast.GtE: ">=",
@@ -158,7 +162,8 @@ class _Converter:
         self.offset = offset
 
     def pos(self, node: ast.AST) -> int:
-        return self.offset + getattr(node, "col_offset", 0)
+        # never before the text: a wrapping bracket added by parse_list sits at -1
+        return max(0, self.offset + getattr(node, "col_offset", 0))
 
     def err(self, node: ast.AST | None, message: str, fix: str = "") -> ExpressionError:
         p = self.pos(node) if node is not None else None
@@ -195,7 +200,9 @@ class _Converter:
         if isinstance(n, ast.BinOp):
             op = _BINOPS.get(type(n.op))
             if op is None:
-                raise self.err(n, f"the operator {type(n.op).__name__} is not allowed", "use + - * / or ** 2")
+                raise self.err(
+                    n, f"the operator {type(n.op).__name__} is not allowed", "use + - * / % or ** 2"
+                )
             return Bin(p, op, self.conv(n.left), self.conv(n.right))
         if isinstance(n, ast.UnaryOp):
             if isinstance(n.op, ast.USub):
@@ -277,6 +284,8 @@ class _Converter:
             raise self.err(t, "a loop binds the same name twice")
         if not isinstance(c.iter, ast.Name):
             raise self.err(c.iter, "a loop runs over a set named in 'sets', as in 'for p in P'")
+        if c.iter.id.startswith("__"):
+            raise self.err(c.iter, f"the name {c.iter.id!r} is not allowed", "names may not start with '__'")
         return Loop(targets, c.iter.id, tuple(self.conv(x) for x in c.ifs), self.pos(c.target))
 
 
@@ -287,8 +296,11 @@ def _depth_ok(tree: ast.AST) -> int:
     while stack:
         node, d = stack.pop()
         count += 1
-        if d > MAX_DEPTH:
-            raise ValueError(f"the expression is nested more than {MAX_DEPTH} levels deep")
+        if d > MAX_TREE_DEPTH:
+            raise ValueError(
+                f"the expression is nested more than {MAX_TREE_DEPTH} levels deep "
+                "(a written-out sum counts one level per term)"
+            )
         if count > MAX_NODES:
             raise ValueError(f"the expression has more than {MAX_NODES} parts")
         stack.extend((child, d + 1) for child in ast.iter_child_nodes(node))
@@ -324,10 +336,16 @@ def _parse_tree(text: str, where: str, offset: int = 0, prefix: int = 0) -> ast.
             f"cannot parse the expression: {msg}",
             "write it as Python-like algebra, e.g. sum(a[i] * x[i] for i in S) <= b",
         ) from None
-    except (RecursionError, MemoryError, ValueError) as e:
+    except (RecursionError, MemoryError) as e:
         raise _fail(
-            where, text, None, f"cannot parse the expression: {type(e).__name__}", "simplify it"
+            where,
+            text,
+            None,
+            f"the expression is nested too deeply to parse ({type(e).__name__})",
+            "simplify it or split it into several constraints",
         ) from None
+    except ValueError as e:  # e.g. a null character
+        raise _fail(where, text, None, f"cannot parse the expression: {str(e)[:100]}", "remove it") from None
     try:
         _depth_ok(tree)
     except ValueError as e:
@@ -403,7 +421,7 @@ def parse_for_each(text: str, where: str = "") -> tuple[Loop, ...]:
                 flat,
                 start,
                 f"cannot read {piece.strip()[:60]!r} as 'name in Set'"
-                " (optionally followed by 'if condition')",
+                f" (optionally followed by 'if condition'): {e.issue.message}",
                 "write e.g. 's in S, d in D if cost[s, d] > 0'",
             ) from e
         if not isinstance(tree, ast.GeneratorExp):
@@ -419,14 +437,26 @@ def parse_for_each(text: str, where: str = "") -> tuple[Loop, ...]:
 
 @lru_cache(maxsize=1024)
 def parse_list(text: str, where: str = "") -> Gen:
-    """A list field written as one comprehension string, e.g. ``op[j, m] for j in J``."""
-    node = parse("(" + text + ")", where)
+    """A list field written as one comprehension string, e.g. ``op[j, m] for j in J``.
+
+    Positions count from the start of ``text``, not of the bracketed form parsed."""
+    flat = " ".join(text.split("\n"))
+    if not flat.strip():
+        raise _fail(where, text, None, "the list is empty", "write e.g. 'op[j, m] for j in J'")
+    if len(flat) > 20_000:
+        raise _fail(where, flat[:100], None, "the list is longer than 20000 characters")
+    try:
+        body = _parse_tree("(" + flat + ")", where, offset=-1)
+    except ExpressionError as e:
+        pos = e.issue.position
+        raise _fail(where, flat, None if pos is None else max(0, pos), e.issue.message, e.issue.fix) from None
+    node = _Converter(flat, where, offset=-1).conv(body)
     if not isinstance(node, Gen):
         raise _fail(where, text, None, "expected a list or a comprehension such as 'op[j, m] for j in J'")
     return node
 
 
-def names_in(node: Node) -> set[str]:
+def names_in(node: Node | Loop) -> set[str]:
     """Every free name (symbol or loop variable) used in a tree."""
     out: set[str] = set()
     stack: list[object] = [node]

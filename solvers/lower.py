@@ -16,6 +16,7 @@ import csv
 import difflib
 import io
 import math
+import reprlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Union
@@ -98,6 +99,7 @@ class SetData:
         self.is_range = is_range
         self.lo = int(codes[0, 0]) if is_range and self.size else 0
         self._lookup: tuple[list[IntArray], IntArray, IntArray] | None = None
+        self._table: tuple[int, IntArray] | bool | None = None
 
     def _prepare(self) -> tuple[list[IntArray], IntArray, IntArray]:
         if self._lookup is None:
@@ -109,14 +111,36 @@ class SetData:
             self._lookup = (uniq, keys[order], order.astype(_I64))
         return self._lookup
 
+    def _direct_table(self) -> tuple[int, IntArray] | None:
+        """code - lo -> position, when the codes are compact (strings interned together)."""
+        if self._table is None:
+            c = self.codes[:, 0]
+            lo, hi = int(c.min()), int(c.max())
+            if hi - lo < 4 * self.size + 1024:
+                tab = np.full(hi - lo + 1, -1, dtype=_I64)
+                tab[c - lo] = np.arange(self.size, dtype=_I64)
+                self._table = (lo, tab)
+            else:
+                self._table = False
+        return self._table if isinstance(self._table, tuple) else None
+
     def positions(self, comps: Sequence[IntArray]) -> IntArray:
         """Position of each (component...) tuple in the set, -1 when it is not a member."""
         if self.is_range:
             q = comps[0]
             pos = q - self.lo
             return np.where((pos >= 0) & (pos < self.size), pos, -1).astype(_I64)
-        uniq, skeys, order = self._prepare()
         n = len(comps[0])
+        if self.arity == 1:
+            table = self._direct_table()
+            if table is not None:
+                lo, tab = table
+                q = comps[0] - lo
+                if n and q.min() >= 0 and q.max() < len(tab):
+                    return tab[q]
+                inside = (q >= 0) & (q < len(tab))
+                return np.where(inside, tab[np.where(inside, q, 0)], -1).astype(_I64)
+        uniq, skeys, order = self._prepare()
         keys = np.zeros(n, dtype=_I64)
         ok = np.ones(n, dtype=bool)
         for k in range(self.arity):
@@ -164,16 +188,22 @@ class Indexer:
         pos = np.zeros(n, dtype=_I64)
         bad_set = -1
         k = 0
-        missing = np.zeros(n, dtype=bool)
+        missing: BoolArray | None = None
         for i, s in enumerate(self.sets):
             p = s.positions(comps[k : k + s.arity])
             k += s.arity
-            miss = p < 0
-            if bad_set < 0 and miss.any():
-                bad_set = i
-            missing |= miss
-            pos += np.where(miss, 0, p) * self.strides[i]
-        pos[missing] = -1
+            if n and p.min() < 0:
+                miss = p < 0
+                if bad_set < 0:
+                    bad_set = i
+                missing = miss if missing is None else (missing | miss)
+                p = np.where(miss, 0, p)
+            if self.strides[i] == 1:
+                pos += p
+            else:
+                pos += p * self.strides[i]
+        if missing is not None:
+            pos[missing] = -1
         return pos, bad_set
 
     def keys(self) -> IntArray:
@@ -366,7 +396,8 @@ class Lowering:
         self.iv_dur: list[FloatArray] = []
         self.iv_names: list[str] = []
         self.n_intervals = 0
-        self.iv_bounds: list[tuple[int, int, Any, Any, FloatArray]] = []
+        # per interval block: first column, count, start window, end window (n x 2), durations
+        self.iv_bounds: list[tuple[int, int, FloatArray | None, FloatArray | None, FloatArray]] = []
         self.lags: list[float] = []
         # per-expression context
         self.where = ""
@@ -397,9 +428,14 @@ class Lowering:
         except ModelError as e:
             self.issues.append(e.issue)
 
-    def suggest(self, name: str, pool: Iterator[str] | list[str]) -> str:
+    def suggest(
+        self,
+        name: str,
+        pool: Iterator[str] | list[str],
+        otherwise: str = "declare it in sets, parameters or variables",
+    ) -> str:
         close = difflib.get_close_matches(name, list(pool), n=1)
-        return f"did you mean {close[0]!r}?" if close else "declare it in sets, parameters or variables"
+        return f"did you mean {close[0]!r}?" if close else otherwise
 
     # ------------------------------------------------------------------ tables
 
@@ -424,7 +460,7 @@ class Lowering:
                 "unknown-table",
                 f"table {table!r} is not in 'tables'",
                 self.where,
-                self.suggest(table, list(self.tables)),
+                self.suggest(table, list(self.tables), "add it to 'tables'"),
             )
         cols = self.tables[table]
         if column not in cols:
@@ -447,7 +483,7 @@ class Lowering:
             v = int(v)
         if isinstance(v, int):
             if abs(v) >= MAX_INT_ELEMENT:
-                raise ValueError(f"{v} is too large for a set element")
+                raise ValueError(f"{str(v)[:20]}... is too large for a set element")
             return v
         if isinstance(v, str):
             return self.interner.code(v)
@@ -536,8 +572,30 @@ class Lowering:
             self.where = f"parameter {name}"
             self._guard(lambda name=name, p=p: self._load_param(name, p))  # type: ignore[misc]
 
+    def _table_index(self, name: str, p: Parameter) -> list[str]:
+        """The sets of a table parameter that does not name them: those read from the same columns."""
+        out: list[str] = []
+        for col in p.index_columns or []:
+            match = [
+                s
+                for s, sd in self.model.sets.items()
+                if isinstance(sd, TableSet) and sd.table == p.table and sd.column == col
+            ]
+            if not match:
+                raise _issue(
+                    "unknown-set",
+                    f"parameter {name!r} is indexed by column {col!r} of table {p.table!r}, "
+                    "but no set is read from that column",
+                    self.where,
+                    f'declare a set {{"table": "{p.table}", "column": "{col}"}} '
+                    "or name the sets in 'index'",
+                )
+            out.append(match[0])
+        return out
+
     def _load_param(self, name: str, p: Parameter) -> None:
-        ix = self.index_sets(p.index, f"parameter {name!r}")
+        index = p.index if p.index or p.table is None else self._table_index(name, p)
+        ix = self.index_sets(index, f"parameter {name!r}")
         default = np.nan if p.default is None else float(p.default)
         arr = np.full(ix.size, default, dtype=_F64)
         if p.value is not None:
@@ -545,10 +603,18 @@ class Lowering:
         elif p.table is not None:
             cols = [self.table_column(p.table, c) for c in (p.index_columns or [])]
             vals = self.table_column(p.table, p.column or "")
+            if len(cols) != ix.arity:
+                raise _issue(
+                    "bad-shape",
+                    f"parameter {name!r} is indexed by {p.index} ({ix.arity} component(s)) but names "
+                    f"{len(cols)} index_columns",
+                    self.where,
+                    "name one table column per index component (a set of pairs takes two)",
+                )
             try:
                 comps = [np.array([self.element_code(v) for v in c], dtype=_I64) for c in cols]
                 fv = np.array([np.nan if v is None or v == "" else float(v) for v in vals], dtype=_F64)
-            except (TypeError, ValueError) as e:
+            except (TypeError, ValueError, OverflowError) as e:
                 raise _issue(
                     "bad-value", f"parameter {name!r}: a table value is not a number ({e})", self.where
                 ) from None
@@ -590,7 +656,7 @@ class Lowering:
         if isinstance(values, list) and all(s.arity == 1 for s in ix.sets):
             try:
                 dense = np.asarray(values, dtype=_F64)
-            except (TypeError, ValueError):
+            except (TypeError, ValueError, OverflowError):  # ragged, text, or an int beyond float
                 dense = None
             if dense is not None and dense.shape == shape:
                 if not np.all(np.isfinite(dense)):
@@ -617,13 +683,15 @@ class Lowering:
                 if isinstance(node, bool) or not isinstance(node, (int, float)):
                     raise _issue(
                         "bad-value",
-                        f"parameter {name!r} at [{self._plabel(prefix)}]: {str(node)[:40]!r} is not a number",
+                        f"parameter {name!r} at [{self._plabel(prefix)}]: "
+                        f"{reprlib.repr(node)[:40]} is not a number",
                         self.where,
                     )
-                if not math.isfinite(node):
+                # JSON integers are unbounded: math.isfinite(10**400) itself would overflow
+                if (isinstance(node, int) and abs(node) > 10**15) or not math.isfinite(node):
                     raise _issue(
                         "bad-value",
-                        f"parameter {name!r} at [{self._plabel(prefix)}] is not finite",
+                        f"parameter {name!r} at [{self._plabel(prefix)}] is not finite or beyond 1e15",
                         self.where,
                     )
                 keys.append(prefix)
@@ -658,7 +726,11 @@ class Lowering:
                             f"parameter {name!r}: {str(key)[:40]!r} is not an "
                             f"element of set {comp_set[depth]!r}",
                             self.where,
-                            self.suggest(str(key), list(labels[depth])),
+                            self.suggest(
+                                str(key),
+                                list(labels[depth]),
+                                f"remove it or add it to set {comp_set[depth]!r}",
+                            ),
                         )
                     walk(item, depth + 1, [*prefix, code])
                 return
@@ -740,7 +812,21 @@ class Lowering:
             self.iv_end.append(start_col + 1)
             self.iv_dur.append(dur)
             self.iv_names.extend(block.column_name(self.interner, k) for k in range(n))
-            self.iv_bounds.append((offset, n, v.start, v.end, dur))
+            windows: list[FloatArray | None] = []
+            for which, pair in (("start", v.start), ("end", v.end)):
+                if pair is None:
+                    windows.append(None)
+                    continue
+                w = np.stack([self._bound_array(b, ix, v.name, f"{which} window") for b in pair], axis=1)
+                if np.any(w[:, 0] > w[:, 1]):
+                    raise _issue(
+                        "bad-bounds",
+                        f"interval {v.name!r}: the {which} window [earliest, latest] is reversed",
+                        self.where,
+                        "write [earliest, latest]",
+                    )
+                windows.append(w)
+            self.iv_bounds.append((offset, n, windows[0], windows[1], dur))
             self.vars[v.name] = _Var(v.name, "interval", ix, self.n_intervals, block)
             self.n_intervals += n
             return
@@ -893,7 +979,19 @@ class Lowering:
             x = self.ev(node.operand, env)
             return self.arith("*", Nums(np.full(n, -1.0)), x, node, n)
         if isinstance(node, ex.Bin):
-            return self.arith(node.op, self.ev(node.left, env), self.ev(node.right, env), node, n)
+            left, right = self.ev(node.left, env), self.ev(node.right, env)
+            with np.errstate(over="ignore", invalid="ignore"):  # overflow is checked just below
+                res = self.arith(node.op, left, right, node, n)
+            if isinstance(res, (Lin, Quad)):
+                coefs = [res.v] if isinstance(res, Lin) else [res.v, res.lin.v]
+                if not all(np.isfinite(c).all() for c in coefs):
+                    raise self.fail(
+                        "a coefficient of this expression is not finite",
+                        node,
+                        "rescale the data (e.g. thousands instead of units)",
+                        code="bad-value",
+                    )
+            return res
         if isinstance(node, ex.Compare):
             return self.compare_data(node, env)
         if isinstance(node, ex.BoolOp):
@@ -976,6 +1074,9 @@ class Lowering:
                 f"{what} {node.name!r} takes {ix.arity} index(es) "
                 f"({', '.join(s.name for s in ix.sets) or 'none'}), got {len(node.args)}",
                 node,
+                f"write {node.name}[{', '.join(s.name.lower() for s in ix.sets)}] with one element per index"
+                if ix.sets
+                else f"write {node.name} without brackets",
                 code="arity",
             )
         comps = self.index_codes(node, env)
@@ -1061,22 +1162,27 @@ class Lowering:
                 raise self.fail(f"cannot do arithmetic with {what}", node, code="type")
         na, nb = self.nums_of(a, node), self.nums_of(b, node)
         if na is not None and nb is not None:
+            if op in ("/", "%") and np.any(nb.v == 0):
+                raise self.fail("division by zero", node, code="division-by-zero")
+            fn = {
+                "+": np.add,
+                "-": np.subtract,
+                "*": np.multiply,
+                "/": np.divide,
+                "**": np.power,
+                "%": np.mod,
+            }[op]
             with np.errstate(all="ignore"):
-                if op == "+":
-                    return Nums(na.v + nb.v)
-                if op == "-":
-                    return Nums(na.v - nb.v)
-                if op == "*":
-                    return Nums(na.v * nb.v)
-                if op == "/":
-                    if np.any(nb.v == 0):
-                        raise self.fail("division by zero", node, code="division-by-zero")
-                    return Nums(na.v / nb.v)
-                if op == "**":
-                    r = na.v**nb.v
-                    if not np.all(np.isfinite(r)):
-                        raise self.fail("the power gives a number that is not finite", node)
-                    return Nums(r)
+                r = fn(na.v, nb.v)
+            # 'inf' may be written on purpose; a finite input that overflows (or nan) may not
+            if np.any(~np.isfinite(r) & np.isfinite(na.v) & np.isfinite(nb.v)) or np.isnan(r).any():
+                raise self.fail(
+                    f"the {'power' if op == '**' else 'arithmetic'} gives a number that is not finite",
+                    node,
+                    "rescale the data (e.g. thousands instead of units)",
+                    code="bad-value",
+                )
+            return Nums(r)
         va: Value = na if na is not None else a
         vb: Value = nb if nb is not None else b
         if op in ("+", "-"):
@@ -1139,6 +1245,14 @@ class Lowering:
             raise self.fail(
                 "only the powers 0, 1 and 2 of an expression with variables are allowed",
                 node,
+                "constraints must be linear; only the objective may square a linear expression (** 2)",
+                code="nonlinear",
+            )
+        if op == "%":
+            raise self.fail(
+                "modulo (%) works on data only (set elements and parameters), not on variables",
+                node,
+                "use it in indices and conditions, e.g. x[(t % 7) + 1]",
                 code="nonlinear",
             )
         raise self.fail(f"unsupported operator {op}", node)
@@ -1172,13 +1286,20 @@ class Lowering:
 
     def compare_data(self, node: ex.Compare, env: Env) -> Value:
         out = np.ones(env.n, dtype=bool)
-        vals = [self.ev(x, env) for x in node.operands]
+        # A tuple operand only makes sense left of 'in', where membership evaluates its items.
+        vals: list[Value | None] = [
+            None if isinstance(x, ex.Tuple) else self.ev(x, env) for x in node.operands
+        ]
         for k, op in enumerate(node.ops):
             a, b = vals[k], vals[k + 1]
-            if op in ("in", "not in"):
+            if op in ("in", "not in") and b is not None:
                 m = self.membership(node.operands[k], a, b, env, node)
                 out &= m if op == "in" else ~m
                 continue
+            if a is None or b is None:
+                raise self.fail(
+                    "a tuple is only allowed on the left of 'in', as in (i, j) in A", node, code="type"
+                )
             if isinstance(a, (Lin, Quad)) or isinstance(b, (Lin, Quad)):
                 raise self.fail(
                     "this comparison involves variables; here only data may be compared",
@@ -1198,7 +1319,7 @@ class Lowering:
             out &= m
         return Bools(out)
 
-    def membership(self, left: ex.Node, a: Value, b: Value, env: Env, node: ex.Node) -> BoolArray:
+    def membership(self, left: ex.Node, a: Value | None, b: Value, env: Env, node: ex.Node) -> BoolArray:
         if not isinstance(b, SetRef):
             raise self.fail("the right side of 'in' must be a set", node, code="type")
         s = b.set
@@ -1380,17 +1501,26 @@ class Lowering:
             self.linear_rows(c, env, where)
         else:
             self.logic_con(c, env, where)
+            if self.aux_here:
+                # an epigraph column is exact only for one sign of use, which a condition
+                # (or its negation) cannot promise
+                raise self.fail(
+                    "max(...), min(...) or abs(...) of variables cannot be used inside logic templates",
+                    None,
+                    "compare each term instead, e.g. 'a >= 3 or b >= 3' for max(a, b) >= 3",
+                    code="nonconvex",
+                )
         self.flush_aux_rows(c.id, c.template, c.source, self.keys_of(env), where)
 
     def linear_rows(self, c: LinearConstraint, env: Env, where: str) -> None:
         node = self.parse(c.expression, where)
-        lin, lo, hi = self.comparison(node, env, allow_strict=False)
+        lin, lo, hi = self.comparison(node, env)
         keys = self.keys_of(env)
         block = RowBlock(c.id, c.template, c.source, env.n, lin.r, lin.c, lin.v, lo, hi, keys)
         self.check_aux_signs(block, where)
         self.row_blocks.append(block)
 
-    def comparison(self, node: ex.Node, env: Env, allow_strict: bool) -> tuple[Lin, FloatArray, FloatArray]:
+    def comparison(self, node: ex.Node, env: Env) -> tuple[Lin, FloatArray, FloatArray]:
         """``a <= b`` / ``a >= b`` / ``a == b`` / ``lo <= e <= hi`` as rows lo <= A x <= hi."""
         n = env.n
         if not isinstance(node, ex.Compare):
@@ -1410,13 +1540,6 @@ class Lowering:
                     "use either_or with x <= v - 1 and x >= v + 1, or all_different",
                     code="strict",
                 )
-            if op in ("<", ">") and not allow_strict:
-                raise self.fail(
-                    f"strict '{op}' cannot be enforced exactly by a solver",
-                    node,
-                    f"use '{op}=' (and for whole numbers add 1, e.g. x > 5 becomes x >= 6)",
-                    code="strict",
-                )
         vals = [self.ev(x, env) for x in node.operands]
         for v, x in zip(vals, node.operands, strict=True):
             if isinstance(v, Quad):
@@ -1434,9 +1557,22 @@ class Lowering:
             a = _as_lin(na if na is not None else vals[0], n)
             b = _as_lin(nb if nb is not None else vals[1], n)
             d = _lin_add(a, b, -1.0)
-            if op in ("<=", "<"):
+            if op in ("<", ">"):
+                # Exact only when the variable part takes whole values: x > 5 means x >= 6.
+                if not self.whole_valued(d):
+                    raise self.fail(
+                        f"strict '{op}' on an expression that can take fractional values cannot be "
+                        "enforced exactly by a solver",
+                        node,
+                        f"use '{op}=' (or make the variables integer)",
+                        code="strict",
+                    )
+                if op == "<":
+                    return d, np.full(n, -INF), np.ceil(-d.const) - 1
+                return d, np.floor(-d.const) + 1, np.full(n, INF)
+            if op == "<=":
                 return d, np.full(n, -INF), -d.const
-            if op in (">=", ">"):
+            if op == ">=":
                 return d, -d.const, np.full(n, INF)
             return d, -d.const, -d.const
         if len(node.ops) == 2:
@@ -1497,7 +1633,8 @@ class Lowering:
                     v,
                     lo,
                     hi,
-                    np.zeros((m, 0), dtype=_I64),
+                    # several rows of one block need distinct names: number them
+                    np.zeros((m, 0), dtype=_I64) if m == 1 else np.arange(m, dtype=_I64).reshape(-1, 1),
                     aux=True,
                     suffix=f".aux{k}",
                 )
@@ -1520,7 +1657,7 @@ class Lowering:
                 return BConst(self.condition(node, env))
             if len(node.ops) == 1 and node.ops[0] in ("<", ">", "!="):
                 return self.strict_atom(node, env)
-            lin, lo, hi = self.comparison(node, env, allow_strict=False)
+            lin, lo, hi = self.comparison(node, env)
             return BAtom(lin, lo, hi)
         v = self.ev(node, env)
         if isinstance(v, Lin):
@@ -1557,6 +1694,11 @@ class Lowering:
             "or", [BAtom(d, np.full(n, -INF), -d.const - 1), BAtom(d, -d.const + 1, np.full(n, INF))]
         )
 
+    def whole_valued(self, d: Lin) -> bool:
+        """True when every term is an integer variable times a whole coefficient."""
+        ints = self.columns_integer()
+        return bool(np.all(ints[d.c]) and np.all(d.v == np.round(d.v)))
+
     def columns_integer(self) -> BoolArray:
         return np.concatenate(self.int_parts) if self.int_parts else np.zeros(0, dtype=bool)
 
@@ -1585,6 +1727,11 @@ class Lowering:
         if isinstance(f, BNode):
             items = tuple(self.split_formula(x, i, cache) for x in f.items)
             if f.op == "not":
+                # "not b" of a binary is the negated literal (clauses accept only literals).
+                if isinstance(items[0], Lit):
+                    return Lit(items[0].col, not items[0].neg)
+                if isinstance(items[0], Const):
+                    return Const(not items[0].value)
                 return Not(items[0])
             return And(items) if f.op == "and" else Or(items)
         sp = cache.get(id(f))
@@ -1806,6 +1953,14 @@ class Lowering:
             "min": -1.0 if o.sense == "minimize" else 1.0,
         }
         kinds = {a.col: a.kind for a in self.aux_here}
+        if kinds and np.isin(np.concatenate([q.c1, q.c2]), np.array(list(kinds), dtype=_I64)).any():
+            # the epigraph column of max/min/abs is exact only when it appears linearly
+            raise self.fail(
+                "max(...), min(...) or abs(...) inside a product cannot be modelled exactly",
+                node,
+                "keep max/min/abs as a separate linear term of the objective",
+                code="nonconvex",
+            )
         if kinds:
             agg: dict[int, float] = {}
             for c, val in zip(lin.c.tolist(), lin.v.tolist(), strict=True):
@@ -1831,15 +1986,17 @@ class Lowering:
         dur = np.concatenate(self.iv_dur)
         lo = np.concatenate(self.lower_parts)
         hi = np.concatenate(self.upper_parts)
-        releases = [b[2][0] for b in self.iv_bounds if b[2] is not None]
+        # Without windows, every interval fits in [0, horizon]: the latest release plus every
+        # duration and every positive lag is always long enough for some schedule.
+        releases = [float(b[2][:, 0].max()) for b in self.iv_bounds if b[2] is not None]
         horizon = max([0.0, *releases]) + float(dur.sum()) + float(sum(self.lags))
         for offset, n, start, end, d in self.iv_bounds:
             s = offset + 2 * np.arange(n)
             e = s + 1
-            lo[s] = start[0] if start is not None else 0.0
-            hi[s] = start[1] if start is not None else horizon - d
-            lo[e] = end[0] if end is not None else lo[s] + d
-            hi[e] = end[1] if end is not None else horizon
+            lo[s] = start[:, 0] if start is not None else 0.0
+            hi[s] = start[:, 1] if start is not None else horizon - d
+            lo[e] = end[:, 0] if end is not None else lo[s] + d
+            hi[e] = end[:, 1] if end is not None else horizon
             lo[e] = np.maximum(lo[e], lo[s] + d)
             hi[s] = np.minimum(hi[s], hi[e] - d)
         self.lower_parts = [lo]
@@ -1913,6 +2070,15 @@ def block_label(name: str, keys: IntArray, k: int, interner: Interner) -> str:
 
 
 def _read_csv(text: str, name: str) -> dict[str, list[Any]]:
+    try:
+        return _read_csv_rows(text, name)
+    except csv.Error as e:  # e.g. a field beyond the csv module's size limit
+        raise _issue(
+            "bad-table", f"table {name!r} is not valid CSV: {e}", f"table {name}", "check quotes and sizes"
+        ) from None
+
+
+def _read_csv_rows(text: str, name: str) -> dict[str, list[Any]]:
     reader = csv.reader(io.StringIO(text))
     try:
         header = next(reader)

@@ -9,6 +9,7 @@ job of ``solvers.check`` and ``solvers.lower``.
 from __future__ import annotations
 
 import json
+import keyword
 import math
 import re
 from typing import Annotated, Any, Literal, Union
@@ -68,7 +69,7 @@ def _check_name(value: str) -> str:
         )
     if value.startswith("__"):
         raise ValueError(f"{value!r} is not allowed: names may not start with '__'")
-    if value in RESERVED:
+    if value in RESERVED or keyword.iskeyword(value):
         raise ValueError(f"{value!r} is a reserved word of the expression language: rename it")
     return value
 
