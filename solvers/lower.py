@@ -232,9 +232,27 @@ class Env:
     cols: dict[str, IntArray] = field(default_factory=dict)
     sets: dict[str, SetData] = field(default_factory=dict)  # loop name -> the set it runs over
     order: list[str] = field(default_factory=list)  # loop names in binding order
+    # Positions of bound elements in the set they came from, one array per loop (a loop over
+    # a set of pairs binds two names to one array): indexing x[s, d] with loop names then
+    # needs no lookup at all.
+    groups: list[tuple[SetData, tuple[str, ...], IntArray]] = field(default_factory=list)
 
     def take(self, idx: IntArray) -> Env:
-        return Env(len(idx), {k: v[idx] for k, v in self.cols.items()}, dict(self.sets), list(self.order))
+        return Env(
+            len(idx),
+            {k: v[idx] for k, v in self.cols.items()},
+            dict(self.sets),
+            list(self.order),
+            [(s, names, p[idx]) for s, names, p in self.groups],
+        )
+
+    def known_positions(self, args: Sequence[ex.Node], s: SetData) -> IntArray | None:
+        """Positions in ``s`` when ``args`` are exactly the names one loop over ``s`` bound."""
+        names = tuple(a.id if isinstance(a, ex.Name) else "" for a in args)
+        for gs, gnames, pos in self.groups:
+            if gs is s and gnames == names:
+                return pos
+        return None
 
 
 @dataclass
@@ -929,6 +947,7 @@ class Lowering:
                 new.cols[t] = np.tile(s.codes[:, k], env.n)
                 new.sets[t] = s
                 new.order.append(t)
+            new.groups.append((s, tuple(lp.targets), np.tile(np.arange(s.size, dtype=_I64), env.n)))
             parent = parent[rep]
             env = new
             for cond in lp.conds:
@@ -1079,6 +1098,17 @@ class Lowering:
                 else f"write {node.name} without brackets",
                 code="arity",
             )
+        known = []
+        k = 0
+        for st in ix.sets:
+            known.append(env.known_positions(node.args[k : k + st.arity], st))
+            k += st.arity
+        if all(p is not None for p in known):
+            pos = np.zeros(env.n, dtype=_I64)
+            for p, stride in zip(known, ix.strides, strict=True):
+                assert p is not None
+                pos += p if stride == 1 else p * stride
+            return pos
         comps = self.index_codes(node, env)
         pos, bad = ix.positions(comps)
         if bad >= 0:

@@ -14,7 +14,8 @@ from typing import Any
 
 import pytest
 
-from solvers.api import SolveOptions, solve_model
+from solvers.api import BACKENDS, SolveOptions, get_backend, load_model, solve_model
+from solvers.lower import lower
 from solvers.result import Status
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -27,6 +28,16 @@ def _cases() -> list[Any]:
         spec = json.loads(f.read_text())
         for backend in spec["backends"]:
             out.append(pytest.param(f, backend, id=f"{f.parent.name}/{f.stem}-{backend}"))
+    return out
+
+
+def _unlisted() -> list[Any]:
+    out = []
+    for f in FILES:
+        spec = json.loads(f.read_text())
+        for backend in BACKENDS:
+            if backend not in spec["backends"]:
+                out.append(pytest.param(f, backend, id=f"{f.parent.name}/{f.stem}-{backend}"))
     return out
 
 
@@ -45,13 +56,32 @@ def test_catalogue_size() -> None:
 @pytest.mark.parametrize(("path", "backend"), _cases())
 def test_golden(path: Path, backend: str) -> None:
     spec = json.loads(path.read_text())
+    _check(spec, backend)
+
+
+@pytest.mark.parametrize(("path", "backend"), _unlisted())
+def test_golden_unlisted_backend_refuses_or_agrees(path: Path, backend: str) -> None:
+    """A backend a file does not name must refuse the model with a reason, or solve it right."""
+    spec = json.loads(path.read_text())
+    instance = lower(load_model(spec["model"]))
+    reason = get_backend(backend).accepts(instance)
+    if reason is not None:
+        assert len(reason) > 10
+        return
+    _check(spec, backend)
+
+
+def _check(spec: dict[str, Any], backend: str) -> None:
     expect = spec["expect"]
     rel = float(expect.get("rel_tol", 1e-6))
     result = solve_model(spec["model"], backend=backend, options=SolveOptions(time_limit=60, threads=1))
     assert result.status == Status(expect["status"]), (result.status, result.message, result.log_tail[-800:])
     if "objective" in expect:
         assert result.objective is not None
-        assert _close(result.objective, float(expect["objective"]), rel), (result.objective, expect["objective"])
+        assert _close(result.objective, float(expect["objective"]), rel), (
+            result.objective,
+            expect["objective"],
+        )
     for name, value in expect.get("values", {}).items():
         assert name in result.values, f"{name} missing from values"
         assert _close(result.values[name], float(value), max(rel, 1e-6)), (name, result.values[name], value)

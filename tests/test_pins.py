@@ -8,8 +8,9 @@ import sys
 import pytest
 
 
-@pytest.mark.parametrize("order", [("highspy", "ortools.sat.python.cp_model"),
-                                   ("ortools.sat.python.cp_model", "highspy")])
+@pytest.mark.parametrize(
+    "order", [("highspy", "ortools.sat.python.cp_model"), ("ortools.sat.python.cp_model", "highspy")]
+)
 def test_highspy_and_ortools_import_in_one_process(order: tuple[str, str]) -> None:
     code = (
         f"import {order[0]}, {order[1]}\n"
