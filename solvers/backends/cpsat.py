@@ -1281,48 +1281,13 @@ class CpSatBackend:
             if r.kind == "logic":  # precedence: start(after) >= end(before) + lag
                 if lo_s and r.lo is not None:
                     lag = float(inst.logic[r.logic].data.get("lag", 0.0))
-                    sug = (r.lo - lo_s) / scale
-                    relax.append(
-                        Relaxation(
-                            id=r.cid,
-                            name=r.name,
-                            kind="rhs",
-                            current=lag,
-                            suggested=sug,
-                            change=sug - lag,
-                            source=r.source,
-                        )
-                    )
+                    relax.append(_rhs_relaxation(r, lag, (r.lo - lo_s) / scale))
                 continue
             blk = inst.row_blocks[r.block]
             if lo_s and r.lo is not None:
-                cur = float(blk.lower[r.row])
-                sug = (r.lo - lo_s) / scale
-                relax.append(
-                    Relaxation(
-                        id=r.cid,
-                        name=r.name,
-                        kind="rhs",
-                        current=cur,
-                        suggested=sug,
-                        change=sug - cur,
-                        source=r.source,
-                    )
-                )
+                relax.append(_rhs_relaxation(r, float(blk.lower[r.row]), (r.lo - lo_s) / scale))
             if hi_s and r.hi is not None:
-                cur = float(blk.upper[r.row])
-                sug = (r.hi + hi_s) / scale
-                relax.append(
-                    Relaxation(
-                        id=r.cid,
-                        name=r.name,
-                        kind="rhs",
-                        current=cur,
-                        suggested=sug,
-                        change=sug - cur,
-                        source=r.source,
-                    )
-                )
+                relax.append(_rhs_relaxation(r, float(blk.upper[r.row]), (r.hi + hi_s) / scale))
         expl.relaxations = relax
         if inst.objective is not None and relax:
             after = _Builder(inst, scales, elastic=elastic, fixed_slack=fixed).build()
@@ -1369,3 +1334,15 @@ def _fallback_summary(expl: Explanation) -> str:
             head += f" (objective then {expl.objective_after_relaxation:g})"
         head += "."
     return head
+
+
+def _rhs_relaxation(ref: _Ref, current: float, suggested: float) -> Relaxation:
+    return Relaxation(
+        id=ref.cid,
+        name=ref.name,
+        kind="rhs",
+        current=current,
+        suggested=suggested,
+        change=suggested - current,
+        source=ref.source,
+    )
