@@ -423,6 +423,17 @@ def export(
             _err(f"wrote {output} ({fmt.value})")
 
 
+def _register_more() -> None:
+    from .cli_formalize import register as register_formalize
+    from .eval import register as register_eval
+
+    register_formalize(app, _exit_codes, render_result)
+    register_eval(app)
+
+
+_register_more()
+
+
 def main() -> None:
     """The console script: run the app and exit with its code."""
     try:

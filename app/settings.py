@@ -1,0 +1,124 @@
+"""The service's settings: one pydantic-settings class read from the environment.
+
+Every knob is an ``OPTSCRIBE_*`` variable named after its field (``llm_model`` is
+``OPTSCRIBE_LLM_MODEL``). The LLM endpoint and key also answer to the names the OpenAI
+tools use, ``OPENAI_BASE_URL`` and ``OPENAI_API_KEY``; the ``OPTSCRIBE_`` name wins when
+both are set. An empty variable counts as unset, and ``none`` clears a field that has a
+default (``OPTSCRIBE_LLM_TEMPERATURE=none`` sends no temperature at all, for models that
+accept only their own).
+
+Code reads settings through :func:`get_settings` (cached); tests replace them with
+:func:`override_settings` or build a ``Settings(...)`` and pass it where it is needed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["Settings", "StructuredMode", "clear_settings_cache", "get_settings", "override_settings"]
+
+StructuredMode = Literal["auto", "json_schema", "json_object", "plain"]
+
+
+class Settings(BaseSettings):
+    """What optscribe reads from its environment."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="OPTSCRIBE_",
+        validate_by_name=True,
+        validate_by_alias=True,
+        env_parse_none_str="none",
+    )
+
+    llm_base_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("OPTSCRIBE_LLM_BASE_URL", "OPENAI_BASE_URL"),
+        description="OpenAI-compatible endpoint, e.g. http://localhost:11434/v1 (Ollama); "
+        "unset means https://api.openai.com/v1",
+    )
+    llm_api_key: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("OPTSCRIBE_LLM_API_KEY", "OPENAI_API_KEY"),
+        description="API key; local servers (Ollama, llama.cpp, vLLM) need none",
+    )
+    llm_model: str | None = Field(default=None, description="model name as the endpoint knows it")
+    llm_timeout: float = Field(default=120.0, gt=0, description="seconds one LLM call may take")
+    llm_max_retries: int = Field(
+        default=3,
+        ge=0,
+        description="per answer: retries after 429/5xx/timeouts/connection errors, "
+        "and re-asks after an unusable answer",
+    )
+    llm_backoff_base_s: float = Field(
+        default=1.0, ge=0, description="first retry delay; doubles on each retry (with jitter)"
+    )
+    llm_backoff_max_s: float = Field(default=30.0, ge=0, description="longest delay between retries")
+    llm_total_budget_s: float = Field(
+        default=300.0, gt=0, description="wall-clock seconds for all LLM calls of one formalization"
+    )
+    llm_cache_dir: Path | None = Field(
+        default=None, description="directory of the on-disk answer cache; unset means no cache"
+    )
+    llm_structured_mode: StructuredMode = Field(
+        default="auto",
+        description="auto: try json_schema, then json_object, then plain JSON, and remember what "
+        "the endpoint accepts; any other value pins that mode",
+    )
+    llm_temperature: float | None = Field(default=0.0, ge=0, le=2)
+    llm_max_tokens: int | None = Field(default=4096, gt=0, description="cap on tokens per answer")
+    repair_rounds: int = Field(default=3, ge=0, description="LLM repair rounds after failed checks")
+    samples: int = Field(default=1, ge=1, description="self-consistency: formalizations drawn per request")
+    sample_temperature: float = Field(
+        default=0.7, ge=0, le=2, description="temperature of the draws when samples > 1"
+    )
+    formalize_mode: Literal["single", "staged"] = Field(
+        default="single",
+        description="single: one LLM call writes the model; staged: identify, classify, formulate",
+    )
+    solve_time_limit: float = Field(default=60.0, gt=0, description="solver seconds per solve")
+
+    @field_validator("llm_base_url", "llm_api_key", "llm_model", "llm_cache_dir", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value
+
+
+@lru_cache(maxsize=1)
+def _from_environment() -> Settings:
+    return Settings()
+
+
+_overrides: list[Settings] = []
+
+
+def get_settings() -> Settings:
+    """The settings in force: an active override, else the environment's (read once)."""
+    if _overrides:
+        return _overrides[-1]
+    return _from_environment()
+
+
+def clear_settings_cache() -> None:
+    """Forget the settings read from the environment; the next call reads it again."""
+    _from_environment.cache_clear()
+
+
+@contextmanager
+def override_settings(settings: Settings | None = None, /, **changes: Any) -> Iterator[Settings]:
+    """Make ``get_settings()`` answer ``settings`` (or the current settings with ``changes``)."""
+    base = settings if settings is not None else get_settings()
+    chosen = type(base)(**{**base.model_dump(), **changes}) if changes else base
+    _overrides.append(chosen)
+    try:
+        yield chosen
+    finally:
+        _overrides.remove(chosen)
