@@ -35,7 +35,8 @@ class Issue:
     def __str__(self) -> str:
         parts = [f"{self.where}: " if self.where else "", self.message]
         if self.position is not None:
-            parts.append(f" (at character {self.position + 1})")
+            near = f", at {self.culprit[:30]!r}" if self.culprit else ""
+            parts.append(f" (character {self.position + 1}{near})")
         if self.fix:
             parts.append(f". Fix: {self.fix}")
         return "".join(parts)

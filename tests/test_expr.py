@@ -328,5 +328,5 @@ def test_issue_text_names_where_position_and_fix() -> None:
     e = _err("x + foo(y)", "constraint cap")
     text = str(e)
     assert text.startswith("constraint cap: unknown function 'foo'")
-    assert "(at character 5)" in text
+    assert "(character 5, at 'foo(y)')" in text
     assert "Fix: the functions are" in text
