@@ -200,7 +200,23 @@ class Pipeline:
                 out.status = "needs_input"
                 out.questions = questions
                 return out
-            llm_model, last_raw = self._repair(text, table_text, llm_model, findings, temperature, out)
+            try:
+                llm_model, last_raw = self._repair(text, table_text, llm_model, findings, temperature, out)
+            except LLMBadOutput as e:
+                # A failed repair must not lose a model that already solved.
+                if model is not None and result is not None and not blocking:
+                    out.status = "solved"
+                    return out
+                out.error = str(e)
+                raise FormalizationFailed(
+                    str(e),
+                    attempts=len(out.attempts),
+                    usage=out.usage,
+                    last_raw=e.last_raw,
+                    issues=out.issues,
+                    findings=out.attempts[-1].findings,
+                    partial=out,
+                ) from e
             out.repair_rounds += 1
         if out.model is not None and out.result is not None and out.result.status == Status.INFEASIBLE:
             out.status = "solved"  # a model the LLM stands by, proven infeasible: an answer
