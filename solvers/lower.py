@@ -75,6 +75,10 @@ MAX_COLUMNS = 20_000_000
 
 _I64 = np.int64
 _F64 = np.float64
+# Shared empty arrays (an expression without variables has no terms; nothing can change
+# an array without elements)
+_NO_INTS = np.zeros(0, dtype=_I64)
+_NO_FLOATS = np.zeros(0, dtype=_F64)
 
 
 def _issue(
@@ -210,49 +214,165 @@ class Indexer:
         """Element codes of every position: shape (size, arity)."""
         if not self.sets:
             return np.zeros((1, 0), dtype=_I64)
-        cols: list[IntArray] = []
-        rep = self.size
-        tile = 1
-        for s in self.sets:
-            rep //= max(s.size, 1)
+        # written in place through a grid view (one axis per set): no repeat/tile temporaries
+        out = np.empty((self.size, self.arity), dtype=_I64)
+        grid = out.reshape(*(s.size for s in self.sets), self.arity)
+        j = 0
+        for i, s in enumerate(self.sets):
+            shape = [s.size if a == i else 1 for a in range(len(self.sets))]
             for k in range(s.arity):
-                cols.append(np.tile(np.repeat(s.codes[:, k], rep), tile))
-            tile *= s.size
-        return np.stack(cols, axis=1) if cols else np.zeros((self.size, 0), dtype=_I64)
+                grid[..., j] = s.codes[:, k].reshape(shape)
+                j += 1
+        return out
 
 
 # ======================================================================= batched values
 
 
-@dataclass
-class Env:
-    """A table of loop bindings: one row per combination."""
+class _Loop:
+    """One loop of an ``Env``: the names it binds, the set it runs over, and where its
+    positions (in that set) come from: the grid axis it runs along, and for axis 0 (the
+    listed rows) the positions themselves."""
 
-    n: int
-    cols: dict[str, IntArray] = field(default_factory=dict)
-    sets: dict[str, SetData] = field(default_factory=dict)  # loop name -> the set it runs over
-    order: list[str] = field(default_factory=list)  # loop names in binding order
-    # Positions of bound elements in the set they came from, one array per loop (a loop over
-    # a set of pairs binds two names to one array): indexing x[s, d] with loop names then
-    # needs no lookup at all.
-    groups: list[tuple[SetData, tuple[str, ...], IntArray]] = field(default_factory=list)
+    __slots__ = ("axis", "names", "pos", "set")
+
+    def __init__(self, s: SetData, names: tuple[str, ...], axis: int, pos: IntArray | None) -> None:
+        self.set = s
+        self.names = names
+        self.axis = axis
+        self.pos = pos  # one per listed row when axis == 0; None: 0, 1, 2, ... along the axis
+
+
+class Env:
+    """A table of loop bindings: one row per combination.
+
+    The rows form a grid, row-major: ``shape[0]`` listed rows (what a condition kept, with
+    each loop's positions stored per row) times one axis per loop added since, whose
+    positions are implicit (0, 1, ... along the axis). ``x[s, d]`` over ``for s in S for d
+    in D`` is then column ``offset + arange(n)`` with no lookup and no per-row array at
+    all; the per-row arrays (element codes, positions) are made only when something asks
+    for them, since at a million rows each one costs milliseconds.
+    """
+
+    __slots__ = ("_cols", "loops", "n", "order", "sets", "shape")
+
+    def __init__(self, n: int = 1, loops: list[_Loop] | None = None, shape: tuple[int, ...] | None = None) -> None:
+        self.shape = (n,) if shape is None else shape
+        self.n = math.prod(self.shape)
+        self.loops: list[_Loop] = loops or []
+        self.sets: dict[str, SetData] = {}  # loop name -> the set it runs over
+        self.order: list[str] = []  # loop names in binding order
+        for lp in self.loops:
+            for t in lp.names:
+                self.sets[t] = lp.set
+                self.order.append(t)
+        self._cols: dict[str, IntArray] = {}
+
+    def extend(self, s: SetData, names: tuple[str, ...]) -> Env:
+        """Every row combined with every element of ``s`` (a new, innermost grid axis)."""
+        shape = (*self.shape, s.size)
+        return Env(loops=[*self.loops, _Loop(s, names, len(self.shape), None)], shape=shape)
 
     def take(self, idx: IntArray) -> Env:
-        return Env(
-            len(idx),
-            {k: v[idx] for k, v in self.cols.items()},
-            dict(self.sets),
-            list(self.order),
-            [(s, names, p[idx]) for s, names, p in self.groups],
-        )
+        """The rows ``idx`` (in that order), as listed rows."""
+        return Env(loops=[_Loop(lp.set, lp.names, 0, self._positions_at(lp, idx)) for lp in self.loops], shape=(len(idx),))
 
-    def known_positions(self, args: Sequence[ex.Node], s: SetData) -> IntArray | None:
-        """Positions in ``s`` when ``args`` are exactly the names one loop over ``s`` bound."""
+    def _inner(self, axis: int) -> int:
+        return math.prod(self.shape[axis + 1 :])
+
+    def _axis_positions(self, lp: _Loop) -> IntArray:
+        """The loop's positions along its own axis (one per grid index on that axis)."""
+        return lp.pos if lp.pos is not None else np.arange(self.shape[lp.axis], dtype=_I64)
+
+    def _positions_at(self, lp: _Loop, idx: IntArray) -> IntArray:
+        along = idx // self._inner(lp.axis) if self._inner(lp.axis) != 1 else idx
+        if lp.pos is not None:
+            return lp.pos[along]
+        return along % self.shape[lp.axis] if lp.axis else along
+
+    def spread(self, vec: IntArray, axis: int) -> IntArray:
+        """Per row, ``vec`` at the row's index along ``axis`` (one array of n)."""
+        view = vec.reshape([len(vec) if a == axis else 1 for a in range(len(self.shape))])
+        out = np.empty(self.shape, dtype=vec.dtype)
+        out[...] = view
+        return out.reshape(-1)
+
+    def positions(self, lp: _Loop) -> IntArray:
+        return self.spread(self._axis_positions(lp), lp.axis)
+
+    def col(self, name: str) -> IntArray:
+        """The element codes bound to ``name``, one per row."""
+        got = self._cols.get(name)
+        if got is None:
+            for lp in self.loops:
+                if name in lp.names:
+                    codes = lp.set.codes[:, lp.names.index(name)]
+                    got = self._cols[name] = self.spread(codes[self._axis_positions(lp)], lp.axis)
+                    break
+            else:
+                raise KeyError(name)
+        return got
+
+    def keys(self) -> IntArray:
+        """The codes of every loop name, in binding order: shape (n, names)."""
+        out = np.empty((self.n, len(self.order)), dtype=_I64)
+        for j, name in enumerate(self.order):
+            out[:, j] = self.col(name)
+        return out
+
+    def known_loop(self, args: Sequence[ex.Node], s: SetData) -> _Loop | None:
+        """The loop over ``s`` when ``args`` are exactly the names it bound."""
         names = tuple(a.id if isinstance(a, ex.Name) else "" for a in args)
-        for gs, gnames, pos in self.groups:
-            if gs is s and gnames == names:
-                return pos
+        for lp in self.loops:
+            if lp.set is s and lp.names == names:
+                return lp
         return None
+
+    def combine(self, terms: list[tuple[_Loop, int]], base: int) -> IntArray | int:
+        """``base + sum(stride * position)`` over (loop, stride) terms, per row.
+
+        An int ``start`` means rows map to ``start, start + 1, ...``: the terms are the grid
+        axes in order with row-major strides (``x[s, d] for s in S for d in D``), so a
+        parameter is a slice and a variable a range, with no per-row array at all.
+        """
+        shape = self.shape
+        start = base
+        wide: dict[int, list[tuple[_Loop, int]]] = {}
+        for lp, stride in terms:
+            if shape[lp.axis] == 1:  # a single index along this axis: a constant
+                if lp.pos is not None:
+                    start += stride * int(lp.pos[0])
+            else:
+                wide.setdefault(lp.axis, []).append((lp, stride))
+        contiguous = True
+        inner = 1
+        for axis in range(len(shape) - 1, -1, -1):
+            if shape[axis] != 1:
+                got = wide.get(axis)
+                if axis == 0 or got is None or len(got) != 1 or got[0][1] != inner:
+                    contiguous = False
+                    break
+            inner *= shape[axis]
+        if contiguous:
+            return start
+        if not wide:
+            return np.full(self.n, start, dtype=_I64)
+        # sum one vector per axis by broadcasting: only the last addition is full size
+        acc: IntArray | None = None
+        for axis in sorted(wide, key=lambda a: shape[a]):
+            vec: IntArray | None = None
+            for lp, stride in wide[axis]:
+                part = stride * self._axis_positions(lp)
+                vec = part if vec is None else vec + part
+            assert vec is not None
+            view = vec.reshape([shape[axis] if b == axis else 1 for b in range(len(shape))])
+            acc = view + start if acc is None else acc + view
+        assert acc is not None
+        if acc.shape != shape:
+            full = np.empty(shape, dtype=_I64)
+            full[...] = acc
+            acc = full
+        return acc.reshape(-1)
 
 
 @dataclass
@@ -265,16 +385,78 @@ class Nums:
     v: FloatArray
 
 
-@dataclass
 class Lin:
-    const: FloatArray
-    r: IntArray
-    c: IntArray
-    v: FloatArray
+    """n batched linear expressions: row i is ``const[i] + sum(v[t] * x[c[t]])`` over the
+    terms t with ``r[t] == i``.
+
+    The common shapes stay implicit, because at a million terms every array made costs
+    milliseconds (and page faults in a fresh process):
+
+    - ``r`` None: the terms are grouped by row, ``per_row`` each (term t is in row
+      t // per_row): ``x[i]`` has one term per row, ``sum(x[i, j] for j in J)`` len(J);
+    - ``v`` None: every coefficient is 1;
+    - ``const`` None: every constant is 0.0, or with ``zero_times`` s, 0.0 * s (what
+      scaling a zero constant by s gives: a signed zero, NaN where s is not finite).
+
+    Reading ``r``, ``v`` or ``const`` makes the array (once); arrays are never changed in
+    place, so several values may share one.
+    """
+
+    __slots__ = ("_const", "_r", "_v", "c", "n", "per_row", "zero_times")
+
+    def __init__(
+        self,
+        const: FloatArray | None,
+        r: IntArray | None,
+        c: IntArray,
+        v: FloatArray | None,
+        *,
+        n: int | None = None,
+        per_row: int = 1,
+        zero_times: FloatArray | None = None,
+    ) -> None:
+        self._const = const
+        self._r = r
+        self.c = c
+        self._v = v
+        self.n = int(const.shape[0]) if const is not None else int(n if n is not None else 0)
+        self.per_row = per_row
+        self.zero_times = zero_times if const is None else None
 
     @property
-    def n(self) -> int:
-        return int(self.const.shape[0])
+    def const(self) -> FloatArray:
+        if self._const is None:
+            z = np.zeros(self.n)
+            self._const = z if self.zero_times is None else z * self.zero_times
+            self.zero_times = None
+        return self._const
+
+    @property
+    def r(self) -> IntArray:
+        if self._r is None:
+            rows = np.arange(self.n, dtype=_I64)
+            self._r = rows if self.per_row == 1 else np.repeat(rows, self.per_row)
+        return self._r
+
+    @property
+    def v(self) -> FloatArray:
+        if self._v is None:
+            self._v = np.ones(self.c.shape[0])
+        return self._v
+
+    @property
+    def zero(self) -> bool:
+        """Every constant is exactly +0.0 (nothing made yet)."""
+        return self._const is None and self.zero_times is None
+
+    def coefs_finite(self) -> bool:
+        return self._v is None or _all_finite(self._v)
+
+    def with_const(self, const: FloatArray | None, zero_times: FloatArray | None = None) -> Lin:
+        """The same terms with other constants."""
+        return Lin(
+            const, self._r, self.c, self._v, n=self.n, per_row=self.per_row, zero_times=zero_times
+        )
 
 
 @dataclass
@@ -326,36 +508,75 @@ class BConst:
 BForm = Union[BAtom, BNode, BConst]
 
 
-def _empty_lin(n: int) -> Lin:
-    return Lin(np.zeros(n), np.zeros(0, _I64), np.zeros(0, _I64), np.zeros(0))
+def _all_finite(a: FloatArray) -> bool:
+    """No inf and no NaN. On large arrays min and max (which propagate NaN) beat isfinite,
+    which makes a temporary array; on small ones one call beats two."""
+    if a.shape[0] < 4096:
+        return bool(np.isfinite(a).all())
+    return math.isfinite(a.min()) and math.isfinite(a.max())
+
+
+def _parent_array(parent: IntArray | int, n: int) -> IntArray:
+    """The parent row of each sub-row; an int K stands for rows 0..n-1 repeated K times."""
+    if isinstance(parent, int):
+        return np.repeat(np.arange(n, dtype=_I64), parent)
+    return parent
 
 
 def _as_lin(x: Value, n: int) -> Lin:
     if isinstance(x, Lin):
         return x
     if isinstance(x, Nums):
-        return Lin(np.broadcast_to(x.v, (n,)).astype(_F64), np.zeros(0, _I64), np.zeros(0, _I64), np.zeros(0))
+        const = x.v if x.v.shape == (n,) and x.v.dtype == _F64 else np.broadcast_to(x.v, (n,)).astype(_F64)
+        return Lin(const, _NO_INTS, _NO_INTS, _NO_FLOATS)
     raise TypeError(type(x).__name__)
 
 
 def _lin_add(a: Lin, b: Lin, sign: float = 1.0) -> Lin:
+    """``a + sign * b``; terms of a side without any are not copied."""
+    # the constants are a.const + sign * b.const, skipped only where no value can change
+    zero_times = None
+    const: FloatArray | None
+    if a.zero and b.zero:
+        const = None  # 0.0 + 0.0 and 0.0 - 0.0 are both 0.0
+    elif b.zero and sign < 0:
+        const, zero_times = a._const, a.zero_times  # x - 0.0 is x, even for a signed zero
+    else:
+        const = a.const + sign * b.const
+    if not b.c.shape[0]:
+        return Lin(const, a._r, a.c, a._v, n=a.n, per_row=a.per_row, zero_times=zero_times)
+    if not a.c.shape[0]:
+        if sign == 1.0:
+            v = b._v  # 1.0 * v is v
+        else:
+            v = np.full(b.c.shape[0], sign) if b._v is None else sign * b._v
+        return Lin(const, b._r, b.c, v, n=a.n, per_row=b.per_row, zero_times=zero_times)
     return Lin(
-        a.const + sign * b.const,
+        const,
         np.concatenate([a.r, b.r]),
         np.concatenate([a.c, b.c]),
         np.concatenate([a.v, sign * b.v]),
+        n=a.n,
+        zero_times=zero_times,
     )
 
 
 def _lin_scale(a: Lin, s: FloatArray) -> Lin:
-    return Lin(a.const * s, a.r, a.c, a.v * s[a.r])
+    """Row i times s[i]."""
+    if a._r is None:
+        per_term = s if a.per_row == 1 else np.repeat(s, a.per_row)
+    else:
+        per_term = s[a._r]
+    v = per_term if a._v is None else a._v * per_term  # 1.0 * s is s: no product to make
+    if a.zero:
+        return Lin(None, a._r, a.c, v, n=a.n, per_row=a.per_row, zero_times=s)
+    return Lin(a.const * s, a._r, a.c, v, n=a.n, per_row=a.per_row)
 
 
 def _quad_of(x: Value, n: int) -> Quad:
     if isinstance(x, Quad):
         return x
-    z = np.zeros(0, _I64)
-    return Quad(_as_lin(x, n), z, z, z, np.zeros(0))
+    return Quad(_as_lin(x, n), _NO_INTS, _NO_INTS, _NO_INTS, _NO_FLOATS)
 
 
 class _RowSplitter:
@@ -400,10 +621,12 @@ class Lowering:
         self.tables: dict[str, dict[str, list[Any]]] = {}
         self.sets: dict[str, SetData] = {}
         self.params: dict[str, tuple[Indexer, FloatArray]] = {}
+        self.nan_free: set[str] = set()  # parameters known to have every value (no NaN)
         self.vars: dict[str, _Var] = {}
         self.lower_parts: list[FloatArray] = []
         self.upper_parts: list[FloatArray] = []
         self.int_parts: list[BoolArray] = []
+        self._joined: tuple[FloatArray, FloatArray, BoolArray] | None = None  # see column_arrays
         self.blocks: list[VarBlock] = []
         self.ncols = 0
         self.row_blocks: list[RowBlock] = []
@@ -493,6 +716,8 @@ class Lowering:
     # ------------------------------------------------------------------ sets
 
     def element_code(self, v: Any) -> int:
+        if type(v) is str:  # the common case first
+            return self.interner.code(v)
         if isinstance(v, bool):
             raise ValueError("true/false is not a set element")
         if isinstance(v, float):
@@ -540,11 +765,17 @@ class Lowering:
         if len(elems) > MAX_SET_SIZE:
             raise _issue("too-large", f"set {name!r} has more than {MAX_SET_SIZE} elements", self.where)
         arity = len(elems[0]) if isinstance(elems[0], list) else 1
+        single: list[int] | None = None  # the codes of a set of single elements
         try:
             if arity == 1 and not isinstance(elems[0], list):
-                if any(isinstance(e, list) for e in elems):
-                    raise ValueError("mixes single elements and tuples")
-                codes = np.array([self.element_code(e) for e in elems], dtype=_I64).reshape(-1, 1)
+                if all(type(e) is str for e in elems):  # names, the common case: intern them
+                    code = self.interner.code
+                    single = [code(e) for e in elems]
+                else:
+                    if any(isinstance(e, list) for e in elems):
+                        raise ValueError("mixes single elements and tuples")
+                    single = [self.element_code(e) for e in elems]
+                codes = np.array(single, dtype=_I64).reshape(-1, 1)
             else:
                 if any(not isinstance(e, list) or len(e) != arity for e in elems):
                     raise ValueError(f"every tuple must have {arity} components")
@@ -554,7 +785,9 @@ class Lowering:
         except ValueError as e:
             raise _issue("bad-set", f"set {name!r}: {e}", self.where) from None
         s = SetData(name, codes)
-        if len(np.unique(s._prepare()[1])) != s.size:
+        # a Python set of the codes is quicker than sorting them (np.unique) for one component
+        distinct = len(set(single)) if single is not None else len(np.unique(s._prepare()[1]))
+        if distinct != s.size:
             raise _issue(
                 "duplicate-element",
                 f"set {name!r} lists an element twice",
@@ -615,10 +848,13 @@ class Lowering:
         index = p.index if p.index or p.table is None else self._table_index(name, p)
         ix = self.index_sets(index, f"parameter {name!r}")
         default = np.nan if p.default is None else float(p.default)
-        arr = np.full(ix.size, default, dtype=_F64)
-        if p.value is not None:
-            arr[:] = float(p.value)
+        dense = self._dense_values(name, p, ix) if p.value is None and p.table is None else None
+        if dense is not None:
+            arr = dense
+        elif p.value is not None:
+            arr = np.full(ix.size, float(p.value), dtype=_F64)
         elif p.table is not None:
+            arr = np.full(ix.size, default, dtype=_F64)
             cols = [self.table_column(p.table, c) for c in (p.index_columns or [])]
             vals = self.table_column(p.table, p.column or "")
             if len(cols) != ix.arity:
@@ -638,7 +874,21 @@ class Lowering:
                 ) from None
             self._fill(name, ix, arr, comps, fv)
         else:
+            arr = np.full(ix.size, default, dtype=_F64)
             self._fill_values(name, p, ix, arr)
+        # min and max (no temporary arrays) settle the common case: every value finite
+        lo, hi = (float(arr.min()), float(arr.max())) if arr.shape[0] else (0.0, 0.0)
+        if math.isfinite(lo) and math.isfinite(hi):
+            if max(-lo, hi) > 1e15:
+                raise _issue(
+                    "bad-value",
+                    f"parameter {name!r} has a value beyond 1e15",
+                    self.where,
+                    "rescale the data (e.g. thousands instead of units)",
+                )
+            self.nan_free.add(name)
+            self.params[name] = (ix, arr)
+            return
         if not np.all(np.isfinite(arr) | np.isnan(arr)):
             raise _issue("bad-value", f"parameter {name!r} has an infinite value", self.where)
         if np.any(np.abs(arr[np.isfinite(arr)]) > 1e15):
@@ -667,30 +917,35 @@ class Lowering:
             )
         arr[pos] = vals
 
-    def _fill_values(self, name: str, p: Parameter, ix: Indexer, arr: FloatArray) -> None:
+    def _dense_values(self, name: str, p: Parameter, ix: Indexer) -> FloatArray | None:
+        """Fast path: values as dense nested lists in set order, read in one numpy call."""
         values = p.values
         shape = tuple(s.size for s in ix.sets)
-        # Fast path: dense nested lists in set order.
-        if isinstance(values, list) and all(s.arity == 1 for s in ix.sets):
-            try:
-                dense = np.asarray(values, dtype=_F64)
-            except (TypeError, ValueError, OverflowError):  # ragged, text, or an int beyond float
-                dense = None
-            if dense is not None and dense.shape == shape:
-                if not np.all(np.isfinite(dense)):
-                    raise _issue(
-                        "bad-value", f"parameter {name!r} has a value that is not a finite number", self.where
-                    )
-                arr[:] = dense.reshape(-1)
-                return
-            if dense is not None and dense.ndim >= 1 and dense.shape != shape:
+        if not (isinstance(values, list) and all(s.arity == 1 for s in ix.sets)):
+            return None
+        try:
+            dense = np.asarray(values, dtype=_F64)
+        except (TypeError, ValueError, OverflowError):  # ragged, text, or an int beyond float
+            return None
+        if dense.shape == shape:
+            if dense.size and not _all_finite(dense.reshape(-1)):
                 raise _issue(
-                    "bad-shape",
-                    f"parameter {name!r}: values have shape {list(dense.shape)}, "
-                    f"but the index sets {p.index} have sizes {list(shape)}",
-                    self.where,
-                    "give one value per element, in set order, or use a dictionary keyed by element",
+                    "bad-value", f"parameter {name!r} has a value that is not a finite number", self.where
                 )
+            return dense.reshape(-1)
+        if dense.ndim >= 1:
+            raise _issue(
+                "bad-shape",
+                f"parameter {name!r}: values have shape {list(dense.shape)}, "
+                f"but the index sets {p.index} have sizes {list(shape)}",
+                self.where,
+                "give one value per element, in set order, or use a dictionary keyed by element",
+            )
+        return None
+
+    def _fill_values(self, name: str, p: Parameter, ix: Indexer, arr: FloatArray) -> None:
+        """Values given as nested dictionaries (or lists), walked element by element."""
+        values = p.values
         labels = [d for s in ix.sets for d in s.label_codes(self.interner)]
         comp_set = [s.name for s in ix.sets for _ in range(s.arity)]
         keys: list[list[int]] = []
@@ -873,6 +1128,7 @@ class Lowering:
         self.upper_parts.append(hi)
         self.int_parts.append(integer)
         self.ncols += int(lo.shape[0])
+        self._joined = None
 
     def new_aux(self, n: int, kind: str) -> IntArray:
         keys = np.zeros((n, 1), dtype=_I64) + np.arange(n, dtype=_I64).reshape(-1, 1)
@@ -889,8 +1145,14 @@ class Lowering:
 
     def env_for(self, loops: Sequence[ex.Loop], base: Env | None = None) -> tuple[Env, IntArray]:
         """Expand ``base`` by loops (with conditions); return the new env and row parents."""
+        env, parent = self.expand(loops, base)
+        return env, _parent_array(parent, base.n if base is not None else 1)
+
+    def expand(self, loops: Sequence[ex.Loop], base: Env | None = None) -> tuple[Env, IntArray | int]:
+        """``env_for``, with the parents as an int K while no condition has dropped a row:
+        row j of the new env then comes from row j // K of ``base`` (no array needed)."""
         env = base if base is not None else Env(1)
-        parent = np.arange(env.n, dtype=_I64)
+        parent: IntArray | int = 1
         for lp in loops:
             if lp.set_name not in self.sets:
                 if lp.set_name in self.model.sets:
@@ -919,7 +1181,7 @@ class Lowering:
                     code="arity",
                 )
             for t in lp.targets:
-                if t in env.cols:
+                if t in env.sets:
                     raise self.fail(
                         f"the loop name {t!r} is already bound by an outer loop",
                         lp,
@@ -941,20 +1203,13 @@ class Lowering:
                     "add conditions or split the model",
                     code="too-large",
                 )
-            rep = np.repeat(np.arange(env.n, dtype=_I64), s.size)
-            new = env.take(rep)
-            for k, t in enumerate(lp.targets):
-                new.cols[t] = np.tile(s.codes[:, k], env.n)
-                new.sets[t] = s
-                new.order.append(t)
-            new.groups.append((s, tuple(lp.targets), np.tile(np.arange(s.size, dtype=_I64), env.n)))
-            parent = parent[rep]
-            env = new
+            env = env.extend(s, tuple(lp.targets))
+            parent = parent * s.size if isinstance(parent, int) else np.repeat(parent, s.size)
             for cond in lp.conds:
                 mask = self.condition(cond, env)
                 keep = np.flatnonzero(mask)
                 env = env.take(keep)
-                parent = parent[keep]
+                parent = keep // parent if isinstance(parent, int) else parent[keep]
         return env, parent
 
     def condition(self, node: ex.Node, env: Env) -> BoolArray:
@@ -1002,8 +1257,11 @@ class Lowering:
             with np.errstate(over="ignore", invalid="ignore"):  # overflow is checked just below
                 res = self.arith(node.op, left, right, node, n)
             if isinstance(res, (Lin, Quad)):
-                coefs = [res.v] if isinstance(res, Lin) else [res.v, res.lin.v]
-                if not all(np.isfinite(c).all() for c in coefs):
+                if isinstance(res, Lin):
+                    finite = res.coefs_finite()
+                else:
+                    finite = _all_finite(res.v) and res.lin.coefs_finite()
+                if not finite:
                     raise self.fail(
                         "a coefficient of this expression is not finite",
                         node,
@@ -1030,8 +1288,8 @@ class Lowering:
     def ev_name(self, node: ex.Name, env: Env) -> Value:
         name = node.id
         n = env.n
-        if name in env.cols:
-            return Elems(env.cols[name])
+        if name in env.sets:
+            return Elems(env.col(name))
         if name in self.params:
             ix, arr = self.params[name]
             if ix.sets:
@@ -1054,7 +1312,7 @@ class Lowering:
                 )
             if var.domain == "interval":
                 return IntervalRef(np.full(n, var.offset, dtype=_I64))
-            return Lin(np.zeros(n), np.arange(n, dtype=_I64), np.full(n, var.offset, dtype=_I64), np.ones(n))
+            return Lin(None, None, np.full(n, var.offset, dtype=_I64), None, n=n)
         if name in self.sets:
             return SetRef(self.sets[name])
         if name in ("inf", "infinity"):
@@ -1065,7 +1323,7 @@ class Lowering:
             or name in {v.name for v in self.model.variables}
         ):
             raise CheckFailed([])  # its own declaration failed and was reported
-        pool = list(self.params) + list(self.vars) + list(self.sets) + list(env.cols)
+        pool = list(self.params) + list(self.vars) + list(self.sets) + list(env.sets)
         raise self.fail(f"unknown name {name!r}", node, self.suggest(name, pool), code="unknown-symbol")
 
     def index_codes(self, node: ex.Index, env: Env) -> list[IntArray]:
@@ -1087,7 +1345,9 @@ class Lowering:
                 )
         return comps
 
-    def locate(self, node: ex.Index, env: Env, ix: Indexer, what: str) -> IntArray:
+    def locate(self, node: ex.Index, env: Env, ix: Indexer, what: str, base: int = 0) -> IntArray | int:
+        """``base`` + the position of each row's index in ``ix``; an int ``start`` when the
+        rows map to consecutive positions (see ``Env.combine``)."""
         if len(node.args) != ix.arity:
             raise self.fail(
                 f"{what} {node.name!r} takes {ix.arity} index(es) "
@@ -1098,23 +1358,22 @@ class Lowering:
                 else f"write {node.name} without brackets",
                 code="arity",
             )
-        known = []
+        terms: list[tuple[_Loop, int]] = []
         k = 0
-        for st in ix.sets:
-            known.append(env.known_positions(node.args[k : k + st.arity], st))
+        for st, stride in zip(ix.sets, ix.strides, strict=True):
+            lp = env.known_loop(node.args[k : k + st.arity], st)
+            if lp is None:
+                break
+            terms.append((lp, stride))
             k += st.arity
-        if all(p is not None for p in known):
-            pos = np.zeros(env.n, dtype=_I64)
-            for p, stride in zip(known, ix.strides, strict=True):
-                assert p is not None
-                pos += p if stride == 1 else p * stride
-            return pos
+        else:  # every index is a loop's own names: positions without any lookup
+            return env.combine(terms, base)
         comps = self.index_codes(node, env)
         pos, bad = ix.positions(comps)
         if bad >= 0:
             i = int(np.argmax(pos < 0))
             key = ",".join(self.interner.label(int(c[i])) for c in comps)
-            binding = ", ".join(f"{k} = {self.interner.label(int(env.cols[k][i]))}" for k in env.order)
+            binding = ", ".join(f"{k} = {self.interner.label(int(env.col(k)[i]))}" for k in env.order)
             s = ix.sets[bad]
             raise self.fail(
                 f"{node.name}[{key}]: the index is not in set {s.name!r}"
@@ -1123,7 +1382,7 @@ class Lowering:
                 f"restrict the loop with a condition, or add the element to {s.name}",
                 code="index-not-in-set",
             )
-        return pos
+        return pos + base if base else pos
 
     def ev_index(self, node: ex.Index, env: Env) -> Value:
         name = node.name
@@ -1131,9 +1390,11 @@ class Lowering:
         if name in self.params:
             ix, arr = self.params[name]
             pos = self.locate(node, env, ix, "parameter")
-            vals = arr[pos]
-            if np.isnan(vals).any():
+            vals = arr[pos : pos + n] if isinstance(pos, int) else arr[pos]
+            if name not in self.nan_free and np.isnan(vals).any():
                 i = int(np.argmax(np.isnan(vals)))
+                if isinstance(pos, int):
+                    pos = np.arange(pos, pos + n, dtype=_I64)
                 key = (
                     ",".join(self.interner.label(int(k)) for k in ix.keys()[pos[i]])
                     if ix.size <= 10**6
@@ -1148,10 +1409,12 @@ class Lowering:
             return Nums(vals)
         if name in self.vars:
             var = self.vars[name]
-            pos = self.locate(node, env, var.indexer, "variable")
+            pos = self.locate(node, env, var.indexer, "variable", base=var.offset)
+            if isinstance(pos, int):
+                pos = np.arange(pos, pos + n, dtype=_I64)
             if var.domain == "interval":
-                return IntervalRef(var.offset + pos)
-            return Lin(np.zeros(n), np.arange(n, dtype=_I64), var.offset + pos, np.ones(n))
+                return IntervalRef(pos)
+            return Lin(None, None, pos, None, n=n)
         if name in self.sets:
             raise self.fail(
                 f"{name!r} is a set and cannot be indexed",
@@ -1159,7 +1422,7 @@ class Lowering:
                 "use 'in' to test membership: (i, j) in A",
                 code="bad-index",
             )
-        if name in env.cols:
+        if name in env.sets:
             raise self.fail(f"{name!r} is a loop name and cannot be indexed", node, code="bad-index")
         if name in self.model.parameters or name in {v.name for v in self.model.variables}:
             raise CheckFailed([])
@@ -1379,7 +1642,7 @@ class Lowering:
         if f == "sum":
             gen = node.args[0]
             assert isinstance(gen, ex.Gen)
-            sub, parent = self.env_for(gen.loops, env)
+            sub, parent = self.expand(gen.loops, env)
             body = self.ev(gen.elt, sub)
             return self.aggregate(body, parent, n, gen.elt)
         if f in ("min", "max"):
@@ -1405,14 +1668,14 @@ class Lowering:
                     code="type",
                 )
             cols = self.interval_cols(x.ids, f)
-            return Lin(np.zeros(n), np.arange(n, dtype=_I64), cols, np.ones(n))
+            return Lin(None, None, cols, None, n=n)
         if f == "ord":
             a = node.args[0]
-            if isinstance(a, ex.Name) and a.id in env.cols:
+            if isinstance(a, ex.Name) and a.id in env.sets:
                 s = env.sets[a.id]
                 if s.arity != 1:
                     raise self.fail("ord() takes an element of a set of single elements", a, code="type")
-                pos = s.positions([env.cols[a.id]])
+                pos = s.positions([env.col(a.id)])
                 return Nums(pos.astype(_F64) + 1.0)
             raise self.fail("ord() takes a loop name, as in ord(t) for t in T", a, code="type")
         if f in ("first", "last", "len"):
@@ -1432,21 +1695,26 @@ class Lowering:
         col = starts[ids]
         return col if which == "start" else col + 1
 
-    def aggregate(self, body: Value, parent: IntArray, n: int, node: ex.Node) -> Value:
+    def aggregate(self, body: Value, parent: IntArray | int, n: int, node: ex.Node) -> Value:
+        """Sum the sub-rows of each row (``parent`` as returned by ``expand``)."""
         nb = self.nums_of(body, node) if not isinstance(body, (Lin, Quad)) else None
         if nb is not None:
-            return Nums(np.bincount(parent, weights=nb.v, minlength=n).astype(_F64))
+            return Nums(np.bincount(_parent_array(parent, n), weights=nb.v, minlength=n).astype(_F64))
         if isinstance(body, Lin):
-            return Lin(
-                np.bincount(parent, weights=body.const, minlength=n).astype(_F64),
-                parent[body.r],
-                body.c,
-                body.v,
-            )
+            const: FloatArray | None = None
+            # a sum of zeros (signed or not) is 0.0; NaN (0 * inf) must come through
+            if not (body.zero or (body.zero_times is not None and _all_finite(body.zero_times))):
+                const = np.bincount(_parent_array(parent, n), weights=body.const, minlength=n).astype(_F64)
+            if isinstance(parent, int):
+                if body._r is None:  # still grouped by row: each row gets K times the terms
+                    return Lin(const, None, body.c, body._v, n=n, per_row=body.per_row * parent)
+                return Lin(const, body._r // parent, body.c, body._v, n=n)
+            rows = parent if body._r is None and body.per_row == 1 else parent[body.r]
+            return Lin(const, rows, body.c, body._v, n=n)
         if isinstance(body, Quad):
             lin = self.aggregate(body.lin, parent, n, node)
             assert isinstance(lin, Lin)
-            return Quad(lin, parent[body.r], body.c1, body.c2, body.v)
+            return Quad(lin, _parent_array(parent, n)[body.r], body.c1, body.c2, body.v)
         raise self.fail("sum() adds numbers or expressions", node, code="type")
 
     def minmax(self, node: ex.Call, env: Env) -> Value:
@@ -1492,7 +1760,7 @@ class Lowering:
             lo = np.where(kind == "max", lin.const, -INF) * np.ones(m)
             hi = np.where(kind == "max", INF, lin.const) * np.ones(m)
             self.aux_rows.append((r, c, v, lo, hi))
-        return Lin(np.zeros(n), np.arange(n, dtype=_I64), z, np.ones(n))
+        return Lin(None, None, z, None, n=n)
 
     # ------------------------------------------------------------------ constraints
 
@@ -1514,9 +1782,7 @@ class Lowering:
         return env
 
     def keys_of(self, env: Env) -> IntArray:
-        if not env.order:
-            return np.zeros((env.n, 0), dtype=_I64)
-        return np.stack([env.cols[k] for k in env.order], axis=1)
+        return env.keys()
 
     def lower_constraints(self) -> None:
         for c in self.model.constraints:
@@ -1540,7 +1806,7 @@ class Lowering:
                     "compare each term instead, e.g. 'a >= 3 or b >= 3' for max(a, b) >= 3",
                     code="nonconvex",
                 )
-        self.flush_aux_rows(c.id, c.template, c.source, self.keys_of(env), where)
+        self.flush_aux_rows(c.id, c.template, c.source)
 
     def linear_rows(self, c: LinearConstraint, env: Env, where: str) -> None:
         node = self.parse(c.expression, where)
@@ -1649,7 +1915,7 @@ class Lowering:
                     code="nonconvex",
                 )
 
-    def flush_aux_rows(self, cid: str, template: str, source: str | None, keys: IntArray, where: str) -> None:
+    def flush_aux_rows(self, cid: str, template: str, source: str | None) -> None:
         for k, (r, c, v, lo, hi) in enumerate(self.aux_rows):
             m = len(lo)
             self.row_blocks.append(
@@ -1729,13 +1995,19 @@ class Lowering:
         ints = self.columns_integer()
         return bool(np.all(ints[d.c]) and np.all(d.v == np.round(d.v)))
 
+    def column_arrays(self) -> tuple[FloatArray, FloatArray, BoolArray]:
+        """Lower bounds, upper bounds and integrality of every column so far (read-only).
+
+        Joined once and kept until a column is added: logic constraints ask per atom."""
+        if self._joined is None:
+            self._joined = (_join(self.lower_parts, _F64), _join(self.upper_parts, _F64), _join(self.int_parts, bool))
+        return self._joined
+
     def columns_integer(self) -> BoolArray:
-        return np.concatenate(self.int_parts) if self.int_parts else np.zeros(0, dtype=bool)
+        return self.column_arrays()[2]
 
     def require_binary(self, v: Lin, node: ex.Node) -> None:
-        ints = self.columns_integer()
-        lo = np.concatenate(self.lower_parts)
-        hi = np.concatenate(self.upper_parts)
+        lo, hi, ints = self.column_arrays()
         ok = (
             len(v.c) == v.n
             and np.all(v.v == 1.0)
@@ -1772,9 +2044,8 @@ class Lowering:
         if not cols:
             return Const(lo <= 1e-9 and -1e-9 <= hi)
         if len(cols) == 1:
-            ints = self.columns_integer()
-            lb = np.concatenate(self.lower_parts)[cols[0]]
-            ub = np.concatenate(self.upper_parts)[cols[0]]
+            lower, upper, ints = self.column_arrays()
+            lb, ub = lower[cols[0]], upper[cols[0]]
             if ints[cols[0]] and lb >= 0 and ub <= 1:
                 ok = [val for val in (0.0, 1.0) if lo - 1e-9 <= coefs[0] * val <= hi + 1e-9]
                 if ok == [1.0]:
@@ -2004,7 +2275,7 @@ class Lowering:
                         "linear forms are: minimize max(...), maximize min(...), minimize abs",
                         code="nonconvex",
                     )
-        self.flush_aux_rows("objective", "objective", o.source, np.zeros((0, 0), dtype=_I64), "objective")
+        self.flush_aux_rows("objective", "objective", o.source)
         return Objective(o.sense, lin.c, lin.v, float(lin.const[0]), q.c1, q.c2, q.v, o.source)
 
     # ------------------------------------------------------------------ intervals
@@ -2029,9 +2300,10 @@ class Lowering:
             hi[e] = end[:, 1] if end is not None else horizon
             lo[e] = np.maximum(lo[e], lo[s] + d)
             hi[s] = np.minimum(hi[s], hi[e] - d)
+        self.int_parts = [self.columns_integer()]
         self.lower_parts = [lo]
         self.upper_parts = [hi]
-        self.int_parts = [self.columns_integer()]
+        self._joined = None
         starts = np.concatenate(self.iv_start)
         return Intervals(starts, starts + 1, dur, list(self.iv_names))
 
@@ -2053,9 +2325,7 @@ class Lowering:
             raise CheckFailed(self.issues)
         intervals = self.finish_intervals()
         cols = Columns(
-            np.concatenate(self.lower_parts) if self.lower_parts else np.zeros(0),
-            np.concatenate(self.upper_parts) if self.upper_parts else np.zeros(0),
-            self.columns_integer(),
+            *self.column_arrays(),
             self.blocks,
             self.interner,
         )
@@ -2070,6 +2340,13 @@ class Lowering:
             sources={c.id: c.source for c in self.model.constraints},
             templates={c.id: c.template for c in self.model.constraints},
         )
+
+
+def _join(parts: list[Any], dtype: type) -> Any:
+    """The parts end to end; a single part as it is (no copy)."""
+    if len(parts) == 1:
+        return parts[0]
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=dtype)
 
 
 def _split_lin() -> Callable[[Lin, int], LinTerm]:

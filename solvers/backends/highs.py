@@ -86,6 +86,8 @@ _STOPPED = frozenset(
 )
 _FEASIBLE_POINT = 2  # HighsInfo.primal_solution_status: kSolutionStatusFeasible
 
+_INT32_MAX = int(np.iinfo(np.int32).max)
+
 #: above this many columns (rows), values (duals) list only the nonzeros
 FULL_LISTING_LIMIT = 100_000
 _ZERO = 1e-9
@@ -188,7 +190,7 @@ def build_arrays(form: LinearForm) -> tuple[HighsArrays, HighsInverse]:
     block_start = np.zeros(len(blocks) + 1, dtype=np.int64)
     np.cumsum(sizes, out=block_start[1:])
     m = int(block_start[-1])
-    if n > np.iinfo(np.int32).max or sum(b.rows.shape[0] for b in blocks) > np.iinfo(np.int32).max:
+    if n > _INT32_MAX or sum(b.rows.shape[0] for b in blocks) > _INT32_MAX:
         raise BackendError("the model has more than 2^31 nonzeros or columns: too large for HiGHS")
     start, index, value = _csr(blocks, block_start, n)
     row_lower = _concat([b.lower for b in blocks], np.float64)
@@ -201,7 +203,7 @@ def build_arrays(form: LinearForm) -> tuple[HighsArrays, HighsInverse]:
     q_start = q_index = q_value = None
     if obj is not None:
         if obj.cols.shape[0]:
-            cost = sign * np.bincount(obj.cols, weights=obj.coefs, minlength=n).astype(np.float64)
+            cost = _cost(obj.cols, obj.coefs, n, sign)
         offset = sign * float(obj.const)
         if obj.is_quadratic:
             q_start, q_index, q_value = _hessian(obj.qcols1, obj.qcols2, sign * obj.qcoefs, n)
@@ -229,6 +231,22 @@ def build_arrays(form: LinearForm) -> tuple[HighsArrays, HighsInverse]:
     return arrays, inverse
 
 
+def _cost(cols: IntArray, coefs: FloatArray, n: int, sign: float) -> FloatArray:
+    """``sign * (sum of coefs per column)``, making at most one array (with a million
+    columns each array made costs milliseconds). It may be ``coefs`` itself: read-only."""
+    m = cols.shape[0]
+    if m == n and n and cols[0] == 0 and cols[-1] == n - 1 and bool((cols[1:] > cols[:-1]).all()):
+        # every column once, in order (a sum over all of a variable): the coefs are the cost
+        if sign == 1.0 and coefs.dtype == np.float64 and bool(coefs.all()):
+            return coefs  # no zero, so no -0.0 that summing into zeros would turn into 0.0
+        cost = np.add(coefs, 0.0, dtype=np.float64)  # + 0.0: -0.0 becomes 0.0, as in a sum
+    else:
+        cost = np.bincount(cols, weights=coefs, minlength=n).astype(np.float64, copy=False)
+    if sign != 1.0:
+        np.multiply(cost, sign, out=cost)
+    return cost
+
+
 def _csr(blocks: list[RowBlock], block_start: IntArray, n: int) -> tuple[I32, I32, FloatArray]:
     """Row-wise sparse arrays of the stacked blocks.
 
@@ -241,23 +259,27 @@ def _csr(blocks: list[RowBlock], block_start: IntArray, n: int) -> tuple[I32, I3
     starts: list[IntArray] = []
     fast = True
     for b in blocks:
-        r = b.rows
-        if r.shape[0] > 1 and not bool(np.all(r[1:] >= r[:-1])):
+        r, c = b.rows, b.cols
+        if r.shape[0] > 1 and not bool((r[1:] >= r[:-1]).all()):
             fast = False
             break
-        starts.append(np.searchsorted(r, np.arange(b.n)) + nnz)
+        row_start = np.searchsorted(r, np.arange(b.n))
+        if c.shape[0] > 1:
+            # columns increase within each row (the first entry of a row may drop back);
+            # checked block by block on the model's own arrays: no concatenated temporary
+            increasing = c[1:] > c[:-1]
+            new_row = row_start[1:] - 1  # the entry before each row's first one
+            increasing[new_row[(new_row >= 0) & (new_row < c.shape[0] - 1)]] = True
+            if not bool(increasing.all()):
+                fast = False
+                break
+        starts.append(row_start + nnz)
         nnz += int(r.shape[0])
     if fast:
-        index = _concat([b.cols for b in blocks], np.int32)
         value = _concat([b.coefs for b in blocks], np.float64)
-        start = _concat([*starts, np.array([nnz])], np.int32)
-        ok = bool(value.all())
-        if ok and nnz > 1:
-            increasing = np.diff(index) > 0
-            new_row = start[1:-1] - 1  # the entry before each row's first one
-            increasing[new_row[(new_row >= 0) & (new_row < nnz - 1)]] = True
-            ok = bool(increasing.all())
-        if ok:
+        if bool(value.all()):
+            index = _concat([b.cols for b in blocks], np.int32)
+            start = _concat([*starts, np.array([nnz])], np.int32)
             return start, index, value
     rows = _concat(
         [b.rows.astype(np.int64, copy=False) + block_start[k] for k, b in enumerate(blocks)], np.int64
@@ -348,7 +370,8 @@ def load(h: highspy.Highs, a: HighsArrays, *, with_objective: bool = True) -> No
     n, m = a.n_cols, a.n_rows
     cost = a.cost if with_objective else np.zeros(n)
     offset = a.offset if with_objective else 0.0
-    integrality = a.integer.astype(np.int32)
+    # an LP's all-zero array comes from calloc: pages HiGHS only reads are never made
+    integrality = a.integer.astype(np.int32) if a.is_mip else np.zeros(n, dtype=np.int32)
     nnz = int(a.index.shape[0])
     rowwise, minimize = int(highspy.MatrixFormat.kRowwise), int(highspy.ObjSense.kMinimize)
     if with_objective and a.is_qp:
