@@ -425,10 +425,12 @@ def export(
 
 def _register_more() -> None:
     from .cli_formalize import register as register_formalize
+    from .cli_serve import register as register_serve
     from .eval import register as register_eval
 
     register_formalize(app, _exit_codes, render_result)
     register_eval(app)
+    register_serve(app)
 
 
 _register_more()

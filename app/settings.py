@@ -13,14 +13,15 @@ Code reads settings through :func:`get_settings` (cached); tests replace them wi
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 __all__ = ["Settings", "StructuredMode", "clear_settings_cache", "get_settings", "override_settings"]
 
@@ -84,12 +85,81 @@ class Settings(BaseSettings):
     )
     solve_time_limit: float = Field(default=60.0, gt=0, description="solver seconds per solve")
 
+    # -- the service (REST API) -----------------------------------------------------------------
+    api_host: str = Field(default="127.0.0.1", description="address `optscribe serve` listens on")
+    api_port: int = Field(default=8000, ge=0, le=65535, description="port `optscribe serve` listens on")
+    max_body_bytes: int = Field(
+        default=16 * 1024 * 1024, gt=0, description="largest request body accepted (413 beyond)"
+    )
+    sync_time_limit_default: float = Field(
+        default=10.0, gt=0, description="POST /v1/solve: solver seconds when the request names none"
+    )
+    sync_time_limit_max: float = Field(
+        default=30.0, gt=0, description="POST /v1/solve: longest time limit a request may ask for"
+    )
+    sync_model_max_variables: int = Field(
+        default=10_000, gt=0, description="POST /v1/solve: most variables (columns) of a model"
+    )
+    sync_model_max_nonzeros: int = Field(
+        default=200_000, gt=0, description="POST /v1/solve: most constraint nonzeros of a model"
+    )
+    sync_max_concurrency: int = Field(
+        default=4, ge=1, description="synchronous solves and exports run at once; the rest wait"
+    )
+    formalize_max_concurrency: int = Field(
+        default=8, ge=1, description="POST /v1/formalize requests run at once; the rest wait"
+    )
+    api_keys_required: bool = Field(default=False, description="require an API key on /v1 routes")
+    api_key_hashes: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="sha256 hex digests of the accepted API keys (comma-separated or a JSON list)",
+    )
+    rate_limit_per_minute: float | None = Field(
+        default=None, gt=0, description="requests a minute per API key or client address; unset is off"
+    )
+    rate_limit_burst: int = Field(default=20, ge=1, description="requests allowed at once before limiting")
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="origins allowed by CORS (comma-separated); empty is CORS off"
+    )
+    ready_requires_llm: bool = Field(
+        default=False, description="GET /readyz answers 503 while no LLM is configured"
+    )
+
     @field_validator("llm_base_url", "llm_api_key", "llm_model", "llm_cache_dir", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         if isinstance(value, str) and not value.strip():
             return None
         return value
+
+    @field_validator("rate_limit_per_minute", mode="before")
+    @classmethod
+    def _empty_is_off(cls, value: object) -> object:
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value
+
+    @field_validator("api_key_hashes", "cors_origins", mode="before")
+    @classmethod
+    def _comma_list(cls, value: object) -> object:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [part.strip() for part in text.split(",") if part.strip()]
+        return value
+
+    @field_validator("api_key_hashes")
+    @classmethod
+    def _sha256_hex(cls, value: list[str]) -> list[str]:
+        out = [v.strip().lower() for v in value]
+        for n, v in enumerate(out, 1):
+            if len(v) != 64 or any(c not in "0123456789abcdef" for c in v):
+                raise ValueError(
+                    f"entry {n} is not a sha256 hex digest: store "
+                    "hashlib.sha256(key.encode()).hexdigest(), never the key itself"
+                )
+        return out
 
 
 @lru_cache(maxsize=1)

@@ -1,0 +1,45 @@
+"""The ``serve`` command: run the REST API with uvicorn.
+
+Host and port default to ``OPTSCRIBE_API_HOST`` / ``OPTSCRIBE_API_PORT``; everything else
+the API needs comes from the same settings (see ``app.settings``).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+__all__ = ["register"]
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``serve`` to the CLI."""
+
+    @app.command()
+    def serve(
+        host: Annotated[
+            str | None, typer.Option("--host", help="Address to listen on (default: OPTSCRIBE_API_HOST).")
+        ] = None,
+        port: Annotated[
+            int | None,
+            typer.Option("--port", min=0, max=65535, help="Port to listen on (default: OPTSCRIBE_API_PORT)."),
+        ] = None,
+        log_level: Annotated[
+            str, typer.Option("--log-level", help="uvicorn's log level: debug, info, warning, error.")
+        ] = "info",
+    ) -> None:
+        """Start the REST API (OpenAPI docs at /docs)."""
+        import uvicorn
+
+        from .api import create_app
+        from .settings import get_settings
+
+        settings = get_settings()
+        uvicorn.run(
+            create_app(settings),
+            host=host or settings.api_host,
+            port=settings.api_port if port is None else port,
+            log_level=log_level,
+            server_header=False,
+        )
