@@ -214,13 +214,8 @@ def _phrase(status: int) -> str:
 def spent(exc: BaseException) -> Any:
     """The LLM tokens an error says were spent (a ``Usage``), or None.
 
-    ``FormalizationFailed`` counts the answers the pipeline accepted; when an unusable answer
-    ended it, the tokens of that answer's attempts are on the ``LLMBadOutput`` it wraps."""
-    usage = getattr(exc, "usage", None)
-    cause = exc.__cause__
-    if isinstance(exc, FormalizationFailed) and isinstance(cause, LLMBadOutput):
-        usage = cause.usage if usage is None else usage + cause.usage
-    return usage
+    ``FormalizationFailed`` already includes the tokens of an unusable answer that ended it."""
+    return getattr(exc, "usage", None)
 
 
 def to_response(exc: BaseException) -> Response:

@@ -170,6 +170,7 @@ class Pipeline:
             llm_model, questions = self._first(text, table_text, mode, temperature, out)
         except LLMBadOutput as e:
             out.error = str(e)
+            out.usage = out.usage + e.usage  # the tokens of the unusable answers count too
             raise FormalizationFailed(
                 str(e), attempts=len(out.attempts), usage=out.usage, last_raw=e.last_raw, issues=[]
             ) from e
@@ -208,6 +209,7 @@ class Pipeline:
                     out.status = "solved"
                     return out
                 out.error = str(e)
+                out.usage = out.usage + e.usage
                 raise FormalizationFailed(
                     str(e),
                     attempts=len(out.attempts),
