@@ -18,7 +18,7 @@ import io
 import math
 import reprlib
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Union
 
 import numpy as np
@@ -256,7 +256,9 @@ class Env:
 
     __slots__ = ("_cols", "loops", "n", "order", "sets", "shape")
 
-    def __init__(self, n: int = 1, loops: list[_Loop] | None = None, shape: tuple[int, ...] | None = None) -> None:
+    def __init__(
+        self, n: int = 1, loops: list[_Loop] | None = None, shape: tuple[int, ...] | None = None
+    ) -> None:
         self.shape = (n,) if shape is None else shape
         self.n = math.prod(self.shape)
         self.loops: list[_Loop] = loops or []
@@ -275,7 +277,10 @@ class Env:
 
     def take(self, idx: IntArray) -> Env:
         """The rows ``idx`` (in that order), as listed rows."""
-        return Env(loops=[_Loop(lp.set, lp.names, 0, self._positions_at(lp, idx)) for lp in self.loops], shape=(len(idx),))
+        return Env(
+            loops=[_Loop(lp.set, lp.names, 0, self._positions_at(lp, idx)) for lp in self.loops],
+            shape=(len(idx),),
+        )
 
     def _inner(self, axis: int) -> int:
         return math.prod(self.shape[axis + 1 :])
@@ -285,7 +290,9 @@ class Env:
         return lp.pos if lp.pos is not None else np.arange(self.shape[lp.axis], dtype=_I64)
 
     def _positions_at(self, lp: _Loop, idx: IntArray) -> IntArray:
-        along = idx // self._inner(lp.axis) if self._inner(lp.axis) != 1 else idx
+        """The loop's positions at the rows ``idx``, computed from the row numbers."""
+        inner = self._inner(lp.axis)
+        along = idx // inner if inner != 1 else idx
         if lp.pos is not None:
             return lp.pos[along]
         return along % self.shape[lp.axis] if lp.axis else along
@@ -296,9 +303,6 @@ class Env:
         out = np.empty(self.shape, dtype=vec.dtype)
         out[...] = view
         return out.reshape(-1)
-
-    def positions(self, lp: _Loop) -> IntArray:
-        return self.spread(self._axis_positions(lp), lp.axis)
 
     def col(self, name: str) -> IntArray:
         """The element codes bound to ``name``, one per row."""
@@ -435,7 +439,7 @@ class Lin:
     def r(self) -> IntArray:
         if self._r is None:
             rows = np.arange(self.n, dtype=_I64)
-            self._r = rows if self.per_row == 1 else np.repeat(rows, self.per_row)
+            self._r = rows if self.per_row == 1 else rows.repeat(self.per_row)
         return self._r
 
     @property
@@ -451,12 +455,6 @@ class Lin:
 
     def coefs_finite(self) -> bool:
         return self._v is None or _all_finite(self._v)
-
-    def with_const(self, const: FloatArray | None, zero_times: FloatArray | None = None) -> Lin:
-        """The same terms with other constants."""
-        return Lin(
-            const, self._r, self.c, self._v, n=self.n, per_row=self.per_row, zero_times=zero_times
-        )
 
 
 @dataclass
@@ -516,10 +514,15 @@ def _all_finite(a: FloatArray) -> bool:
     return math.isfinite(a.min()) and math.isfinite(a.max())
 
 
+def _whole(lin: Lin) -> bool:
+    """Every coefficient is a whole number (all ones, when they were never made)."""
+    return lin._v is None or bool(np.all(lin._v == np.round(lin._v)))
+
+
 def _parent_array(parent: IntArray | int, n: int) -> IntArray:
     """The parent row of each sub-row; an int K stands for rows 0..n-1 repeated K times."""
     if isinstance(parent, int):
-        return np.repeat(np.arange(n, dtype=_I64), parent)
+        return np.arange(n, dtype=_I64).repeat(parent)
     return parent
 
 
@@ -564,7 +567,7 @@ def _lin_add(a: Lin, b: Lin, sign: float = 1.0) -> Lin:
 def _lin_scale(a: Lin, s: FloatArray) -> Lin:
     """Row i times s[i]."""
     if a._r is None:
-        per_term = s if a.per_row == 1 else np.repeat(s, a.per_row)
+        per_term = s if a.per_row == 1 else s.repeat(a.per_row)
     else:
         per_term = s[a._r]
     v = per_term if a._v is None else a._v * per_term  # 1.0 * s is s: no product to make
@@ -583,19 +586,26 @@ class _RowSplitter:
     """Terms of a batched Lin grouped by row, for per-row extraction."""
 
     def __init__(self, lin: Lin) -> None:
-        order = np.argsort(lin.r, kind="stable")
-        self.c = lin.c[order]
-        self.v = lin.v[order]
-        self.starts = np.searchsorted(lin.r[order], np.arange(lin.n + 1))
-        self.const = lin.const
+        if lin._r is None:  # already grouped by row
+            c, v = lin.c, lin.v
+            starts = np.arange(0, lin.n * lin.per_row + 1, lin.per_row)
+        else:
+            order = np.argsort(lin.r, kind="stable")
+            c, v = lin.c[order], lin.v[order]
+            starts = np.searchsorted(lin.r[order], np.arange(lin.n + 1))
+        # rows are read one by one from Python: lists, not a numpy slice per row
+        self.c: list[int] = c.tolist()
+        self.v: list[float] = v.tolist()
+        self.starts: list[int] = starts.tolist()
+        self.const: list[float] = lin.const.tolist()
 
     def row(self, i: int) -> tuple[tuple[int, ...], tuple[float, ...], float]:
-        a, b = int(self.starts[i]), int(self.starts[i + 1])
+        a, b = self.starts[i], self.starts[i + 1]
         cols: dict[int, float] = {}
-        for c, v in zip(self.c[a:b].tolist(), self.v[a:b].tolist(), strict=True):
+        for c, v in zip(self.c[a:b], self.v[a:b], strict=True):
             cols[c] = cols.get(c, 0.0) + v
         items = [(c, v) for c, v in cols.items() if v != 0.0]
-        return tuple(c for c, _ in items), tuple(v for _, v in items), float(self.const[i])
+        return tuple(c for c, _ in items), tuple(v for _, v in items), self.const[i]
 
 
 # ======================================================================= the lowering
@@ -876,8 +886,12 @@ class Lowering:
         else:
             arr = np.full(ix.size, default, dtype=_F64)
             self._fill_values(name, p, ix, arr)
-        # min and max (no temporary arrays) settle the common case: every value finite
+        # min and max (no temporary arrays; NaN comes through both) settle the common case
         lo, hi = (float(arr.min()), float(arr.max())) if arr.shape[0] else (0.0, 0.0)
+        if dense is not None and not (math.isfinite(lo) and math.isfinite(hi)):
+            raise _issue(
+                "bad-value", f"parameter {name!r} has a value that is not a finite number", self.where
+            )
         if math.isfinite(lo) and math.isfinite(hi):
             if max(-lo, hi) > 1e15:
                 raise _issue(
@@ -928,11 +942,7 @@ class Lowering:
         except (TypeError, ValueError, OverflowError):  # ragged, text, or an int beyond float
             return None
         if dense.shape == shape:
-            if dense.size and not _all_finite(dense.reshape(-1)):
-                raise _issue(
-                    "bad-value", f"parameter {name!r} has a value that is not a finite number", self.where
-                )
-            return dense.reshape(-1)
+            return dense.reshape(-1)  # _load_param checks that every value is finite
         if dense.ndim >= 1:
             raise _issue(
                 "bad-shape",
@@ -1204,7 +1214,7 @@ class Lowering:
                     code="too-large",
                 )
             env = env.extend(s, tuple(lp.targets))
-            parent = parent * s.size if isinstance(parent, int) else np.repeat(parent, s.size)
+            parent = parent * s.size if isinstance(parent, int) else parent.repeat(s.size)
             for cond in lp.conds:
                 mask = self.condition(cond, env)
                 keep = np.flatnonzero(mask)
@@ -1778,7 +1788,7 @@ class Lowering:
             return Env(1)
         loops = ex.parse_for_each(c.for_each, f"constraint {c.id} (for_each)")
         self.begin(f"constraint {c.id} (for_each)", " ".join(c.for_each.split("\n")))
-        env, _ = self.env_for(loops)
+        env, _ = self.expand(loops)  # the parents (all row 0) are not needed
         return env
 
     def keys_of(self, env: Env) -> IntArray:
@@ -1974,7 +1984,7 @@ class Lowering:
         na, nb = self.nums_of(a, node), self.nums_of(b, node)
         d = _lin_add(_as_lin(na if na is not None else a, n), _as_lin(nb if nb is not None else b, n), -1.0)
         cols = self.columns_integer()
-        if not (np.all(cols[d.c]) and np.all(d.v == np.round(d.v)) and np.all(d.const == np.round(d.const))):
+        if not (np.all(cols[d.c]) and _whole(d) and np.all(d.const == np.round(d.const))):
             raise self.fail(
                 f"strict '{node.ops[0]}' on an expression that can take fractional values",
                 node,
@@ -1993,14 +2003,18 @@ class Lowering:
     def whole_valued(self, d: Lin) -> bool:
         """True when every term is an integer variable times a whole coefficient."""
         ints = self.columns_integer()
-        return bool(np.all(ints[d.c]) and np.all(d.v == np.round(d.v)))
+        return bool(np.all(ints[d.c]) and _whole(d))
 
     def column_arrays(self) -> tuple[FloatArray, FloatArray, BoolArray]:
         """Lower bounds, upper bounds and integrality of every column so far (read-only).
 
         Joined once and kept until a column is added: logic constraints ask per atom."""
         if self._joined is None:
-            self._joined = (_join(self.lower_parts, _F64), _join(self.upper_parts, _F64), _join(self.int_parts, bool))
+            self._joined = (
+                _join(self.lower_parts, _F64),
+                _join(self.upper_parts, _F64),
+                _join(self.int_parts, bool),
+            )
         return self._joined
 
     def columns_integer(self) -> BoolArray:
@@ -2010,7 +2024,7 @@ class Lowering:
         lo, hi, ints = self.column_arrays()
         ok = (
             len(v.c) == v.n
-            and np.all(v.v == 1.0)
+            and (v._v is None or np.all(v.v == 1.0))
             and np.all(ints[v.c])
             and np.all(lo[v.c] >= 0)
             and np.all(hi[v.c] <= 1)

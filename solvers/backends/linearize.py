@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from ..errors import BackendError
 from ..ir import (
@@ -173,6 +175,11 @@ class _Sink:
         )
 
 
+def _append(a: npt.NDArray[Any], x: float) -> npt.NDArray[Any]:
+    """``np.append(a, x)`` for a 1-d ``a``, without its generic overhead (rows are short)."""
+    return np.concatenate((a, [x]))
+
+
 def _var_hint(block: VarBlock, side: str) -> str:
     if block.domain == "interval":
         return f"give {block.name} a horizon ('start' and 'end' bounds [earliest, latest])"
@@ -226,19 +233,27 @@ class _Linearizer:
 
     def range_of(self, cols: IntArray, coefs: FloatArray, side: str) -> float:
         """min (side='min') or max (side='max') of sum(coefs * x[cols]) over the bounds."""
-        lo = np.array([self.bounds(int(j))[0] for j in cols], dtype=np.float64)
-        hi = np.array([self.bounds(int(j))[1] for j in cols], dtype=np.float64)
-        use_lo = (coefs > 0) if side == "min" else (coefs < 0)
+        # rows have a few terms: per-element Python beats numpy calls, except for the sum
+        # (np.dot, whose rounding the big-M values have always had)
+        col_list, coef_list = cols.tolist(), coefs.tolist()
+        use_lo = [a > 0 for a in coef_list] if side == "min" else [a < 0 for a in coef_list]
+        picked: list[float] = []
+        for j, u in zip(col_list, use_lo, strict=True):
+            lo, hi = self.bounds(j)
+            picked.append(lo if u else hi)
         self.deps.setdefault(self.con_index, set()).update(
-            (int(j), "lower" if u else "upper")
-            for j, u, a in zip(cols.tolist(), use_lo.tolist(), coefs.tolist(), strict=True)
+            (j, "lower" if u else "upper")
+            for j, u, a in zip(col_list, use_lo, coef_list, strict=True)
             if j < self.n_model and a != 0
         )
-        pick = np.where(use_lo, lo, hi)
-        bad = ~np.isfinite(pick) & (coefs != 0)
-        if bad.any():
-            j = int(cols[int(np.argmax(bad))])
-            needed = "lower" if (pick[int(np.argmax(bad))] < 0) else "upper"
+        bad = [
+            k
+            for k, (p, a) in enumerate(zip(picked, coef_list, strict=True))
+            if a != 0 and not math.isfinite(p)
+        ]
+        if bad:
+            j = col_list[bad[0]]
+            needed = "lower" if picked[bad[0]] < 0 else "upper"
             name = self.col_name(j)
             block = self.columns.block_of(j) if j < self.n_model else None
             hint = _var_hint(block, needed) if block is not None else f"give {name} {needed} bound"
@@ -246,7 +261,7 @@ class _Linearizer:
                 f"{self.where()}: a big-M value for HiGHS needs a finite {needed} bound on "
                 f"{name}, which has none: {hint} (or solve with CP-SAT)"
             )
-        return float(np.dot(coefs, pick)) if cols.shape[0] else 0.0
+        return float(np.dot(coefs, np.array(picked, dtype=np.float64))) if cols.shape[0] else 0.0
 
     # ------------------------------------------------------------------ rows
 
@@ -256,21 +271,33 @@ class _Linearizer:
         sink = self.sinks.get(c.cid)
         if sink is None:
             sink = self.sinks[c.cid] = _Sink(c.cid, c.template, c.source)
-        if cols.shape[0] > 1:
-            # merge repeated columns: solvers reject duplicate entries in a row
+        # merge repeated columns: solvers reject duplicate entries in a row (rows are short:
+        # a Python set finds repeats quicker than np.unique)
+        if cols.shape[0] > 1 and len(set(cols.tolist())) != cols.shape[0]:
             u, inv = np.unique(cols, return_inverse=True)
-            if u.shape[0] != cols.shape[0]:
-                coefs = np.bincount(inv, weights=coefs, minlength=u.shape[0]).astype(np.float64)
-                cols = u.astype(np.int64)
-        sink.add(cols.astype(np.int64), coefs.astype(np.float64), lo, hi, c.name, self.con_index)
+            coefs = np.bincount(inv, weights=coefs, minlength=u.shape[0]).astype(np.float64)
+            cols = u.astype(np.int64)
+        # the callers' arrays are their own (made for this row): no copies needed
+        sink.add(
+            cols.astype(np.int64, copy=False),
+            coefs.astype(np.float64, copy=False),
+            lo,
+            hi,
+            c.name,
+            self.con_index,
+        )
 
     def lit_row(self, lits: list[_Literal], weights: list[float], lo: float, hi: float) -> None:
         """lo <= sum(w * value(lit)) <= hi."""
         cols = np.array([c for c, _ in lits], dtype=np.int64)
         w = np.array(weights, dtype=np.float64)
-        neg = np.array([n for _, n in lits], dtype=np.bool_)
-        const = float(w[neg].sum()) if lits else 0.0
-        self.row(cols, np.where(neg, -w, w), lo - const, hi - const)
+        if any(n for _, n in lits):
+            neg = np.array([n for _, n in lits], dtype=np.bool_)
+            const = float(w[neg].sum())
+            w = np.where(neg, -w, w)
+        else:
+            const = 0.0  # what the sum of no negated weights is
+        self.row(cols, w, lo - const, hi - const)
 
     def guarded(self, lit: _Literal | None, cols: IntArray, coefs: FloatArray, lo: float, hi: float) -> None:
         """Rows for ``lit => lo <= a.x <= hi`` (unconditional when lit is None)."""
@@ -286,13 +313,13 @@ class _Linearizer:
             if m < lo - _TOL:
                 big = lo - m
                 # a.x >= lo - big * (1 - value(lit))
-                self.row(np.append(cols, b), np.append(coefs, -big * s), lo - big * (1.0 - t), INF)
+                self.row(_append(cols, b), _append(coefs, -big * s), lo - big * (1.0 - t), INF)
         if math.isfinite(hi):
             m = self.range_of(cols, coefs, "max")
             if m > hi + _TOL:
                 big = m - hi
                 # a.x <= hi + big * (1 - value(lit))
-                self.row(np.append(cols, b), np.append(coefs, big * s), -INF, hi + big * (1.0 - t))
+                self.row(_append(cols, b), _append(coefs, big * s), -INF, hi + big * (1.0 - t))
 
     # ------------------------------------------------------------------ formulas
 
@@ -474,11 +501,11 @@ class _Linearizer:
         if not math.isfinite(upper):
             upper = self.range_of(cols, coefs, "max") + const
         # v <= upper * value(ind)
-        self.row(np.append(cols, b), np.append(coefs, -upper * s), -INF, upper * t - const)
+        self.row(_append(cols, b), _append(coefs, -upper * s), -INF, upper * t - const)
         low = self.range_of(cols, coefs, "min") + const
         if low < -_TOL:
             # indicator 0 forces 0 from below too: v >= low * value(ind)
-            self.row(np.append(cols, b), np.append(coefs, -low * s), low * t - const, INF)
+            self.row(_append(cols, b), _append(coefs, -low * s), low * t - const, INF)
 
     def semi_continuous(self, var: LinTerm, lower: float, upper: float) -> None:
         cols, coefs, const = self.term(var)
@@ -487,8 +514,8 @@ class _Linearizer:
         if not math.isfinite(lower):
             lower = self.range_of(cols, coefs, "min") + const
         y = self.new_binary("on")
-        self.row(np.append(cols, y), np.append(coefs, -lower), -const, INF)  # v >= lower * y
-        self.row(np.append(cols, y), np.append(coefs, -upper), -INF, -const)  # v <= upper * y
+        self.row(_append(cols, y), _append(coefs, -lower), -const, INF)  # v >= lower * y
+        self.row(_append(cols, y), _append(coefs, -upper), -INF, -const)  # v <= upper * y
 
     def no_overlap(self, items: list[int]) -> None:
         iv = self.inst.intervals
