@@ -29,15 +29,16 @@ def register(app: typer.Typer) -> None:
             str, typer.Option("--log-level", help="uvicorn's log level: debug, info, warning, error.")
         ] = "info",
     ) -> None:
-        """Start the REST API (OpenAPI docs at /docs)."""
+        """Start the REST API (OpenAPI docs at /docs) with the job store in OPTSCRIBE_DATA_DIR
+        and OPTSCRIBE_WORKERS in-process job workers."""
         import uvicorn
 
-        from .api import create_app
+        from .api.main import create_service_app
         from .settings import get_settings
 
         settings = get_settings()
         uvicorn.run(
-            create_app(settings),
+            create_service_app(settings),
             host=host or settings.api_host,
             port=settings.api_port if port is None else port,
             log_level=log_level,

@@ -125,7 +125,26 @@ class Settings(BaseSettings):
         default=False, description="GET /readyz answers 503 while no LLM is configured"
     )
 
-    @field_validator("llm_base_url", "llm_api_key", "llm_model", "llm_cache_dir", mode="before")
+    # -- jobs (POST /v1/jobs, batches) and the embedded workers ---------------------------------
+    data_dir: Path = Field(
+        default=Path("optscribe-data"), description="directory of the embedded job store (jobs.sqlite3)"
+    )
+    job_store_url: str | None = Field(
+        default=None, description="SQLAlchemy URL of the job store (Postgres); unset: SQLite in data_dir"
+    )
+    workers: int = Field(default=2, ge=0, description="`optscribe serve`: in-process job workers (0: none)")
+    job_lease_seconds: float = Field(
+        default=30.0, gt=0, description="a running job's lease; a worker silent this long is presumed dead"
+    )
+    job_max_attempts: int = Field(default=3, ge=1, description="runs of a job whose worker keeps dying")
+    job_poll_seconds: float = Field(default=0.2, gt=0, description="how often an idle worker looks for jobs")
+    job_time_limit_max: float = Field(
+        default=3600.0, gt=0, description="longest solver time limit a job may ask for"
+    )
+
+    @field_validator(
+        "llm_base_url", "llm_api_key", "llm_model", "llm_cache_dir", "job_store_url", mode="before"
+    )
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         if isinstance(value, str) and not value.strip():

@@ -24,14 +24,16 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 from app.errors import LLMNotConfigured
 from app.formalize.llm import LLMClient
 from app.formalize.pipeline import Pipeline
+from app.jobs.store import JobStore
 from app.settings import Settings
 
-from .errors import RateLimited, Unauthorized
+from .errors import JobsUnavailable, RateLimited, Unauthorized
 from .metrics import Metrics
 from .security import ANONYMOUS, KeyVerifier, RateLimiter, key_from_headers
 
 __all__ = [
     "CallerDep",
+    "JobStoreDep",
     "MetricsDep",
     "PipelineDep",
     "ReadinessCheck",
@@ -64,6 +66,8 @@ class Services:
     keys: KeyVerifier
     limiter: RateLimiter | None
     checks: dict[str, ReadinessCheck] = field(default_factory=dict)
+    store: JobStore | None = None  # jobs and batches; None: those routes answer 503
+    supervisor: Any = None  # the embedded workers (start() / stop()), when this process runs them
     solves: anyio.CapacityLimiter = field(init=False)
     formalizations: anyio.CapacityLimiter = field(init=False)
     _llm: LLMClient | None = field(default=None, init=False, repr=False)
@@ -115,6 +119,16 @@ async def get_metrics(services: ServicesDep) -> Metrics:
 
 
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
+
+
+async def get_job_store(services: ServicesDep) -> JobStore:
+    """The job store; 503 ``jobs_unavailable`` when the server runs without one."""
+    if services.store is None:
+        raise JobsUnavailable("this server runs without a job store: jobs and batches are off")
+    return services.store
+
+
+JobStoreDep = Annotated[JobStore, Depends(get_job_store)]
 
 # auto_error=False: a missing key is ours to answer, in the one error shape.
 _bearer = HTTPBearer(auto_error=False, description="an optscribe API key as a bearer token")

@@ -34,12 +34,22 @@ from app.errors import (
     LLMNotConfigured,
     LLMUnavailable,
 )
+from app.jobs.store import (
+    IdempotencyConflict,
+    IdempotencyInProgress,
+    InvalidCursor,
+    NotAwaitingInput,
+    StoreBusy,
+)
 from solvers.errors import BackendError, CheckFailed, Issue, ModelError, OptscribeError, SolverFailure
 
 __all__ = [
     "ApiError",
     "BodyTooLarge",
     "CatchAll",
+    "InvalidBatch",
+    "JobsUnavailable",
+    "NotFound",
     "NotReady",
     "RateLimited",
     "TooLargeForSync",
@@ -125,6 +135,31 @@ class NotReady(ApiError):
     def __init__(self, checks: Mapping[str, Any]) -> None:
         down = [name for name, c in checks.items() if c.get("required") and not c.get("ok")]
         super().__init__(f"not ready: {', '.join(down)} down", details={"checks": dict(checks)})
+
+
+class JobsUnavailable(ApiError):
+    """The server runs without a job store (jobs and batches are off)."""
+
+    status = 503
+    code = "jobs_unavailable"
+
+
+class NotFound(ApiError):
+    """A job or batch that does not exist, or that another API key created."""
+
+    status = 404
+    code = "not_found"
+
+
+class InvalidBatch(ApiError):
+    """A batch upload with bad lines; ``issues`` name each by its line number."""
+
+    status = 422
+    code = "invalid_batch"
+
+    def __init__(self, message: str, issues: Sequence[Mapping[str, Any]]) -> None:
+        super().__init__(message)
+        self.issues = [dict(i) for i in issues]
 
 
 class BodyTooLarge(StarletteHTTPException):
@@ -220,6 +255,8 @@ def spent(exc: BaseException) -> Any:
 
 def to_response(exc: BaseException) -> Response:
     """The HTTP answer for an error: the only place that picks a status code."""
+    if isinstance(exc, InvalidBatch):
+        return _answer(exc.status, exc.code, exc.message, issues=exc.issues, details=exc.details)
     if isinstance(exc, ApiError):
         return _answer(exc.status, exc.code, exc.message, details=exc.details, headers=exc.headers)
     if isinstance(exc, RequestValidationError):
@@ -268,6 +305,17 @@ def to_response(exc: BaseException) -> Response:
             details["findings"] = exc.findings
         issues = [i.to_dict() for i in exc.issues]
         return _answer(422, "formalization_failed", str(exc), issues=issues, details=details)
+    # -- the job store
+    if isinstance(exc, IdempotencyConflict):
+        return _answer(422, "idempotency_conflict", str(exc), details={"job_id": exc.job_id})
+    if isinstance(exc, IdempotencyInProgress):
+        return _answer(409, "idempotency_in_progress", str(exc), headers={"Retry-After": "1"})
+    if isinstance(exc, StoreBusy):
+        return _answer(503, "store_busy", str(exc), headers={"Retry-After": "1"})
+    if isinstance(exc, InvalidCursor):
+        return _answer(422, "invalid_cursor", str(exc))
+    if isinstance(exc, NotAwaitingInput):
+        return _answer(409, "not_awaiting_input", str(exc), details={"status": exc.status})
     if isinstance(exc, AppError):
         return _answer(422, "app_error", str(exc))
     log.error("unhandled error", exc_info=exc)

@@ -15,22 +15,24 @@ Jobs and batches plug in later through ``readiness_checks`` (the store, the queu
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
+from app.jobs.store import JobStore
 from app.settings import Settings, get_settings
 
 from . import errors
 from .deps import ReadinessCheck, Services, llm_probe
 from .metrics import JobCounts, Metrics, MetricsMiddleware
+from .routes_jobs import batches_router, jobs_router
 from .routes_sync import ops_router, public_router, router
 from .security import BodyLimit, HashedKeys, KeyVerifier, RateLimiter
 
-__all__ = ["create_app", "services_of"]
+__all__ = ["create_app", "create_service_app", "service_app", "services_of"]
 
 DESCRIPTION = """\
 optscribe turns decision problems into checked optimization models, solves them, and
@@ -53,8 +55,16 @@ def create_app(
     readiness_checks: Mapping[str, ReadinessCheck] | None = None,
     job_counts: JobCounts | None = None,
     key_verifier: KeyVerifier | None = None,
+    job_store: JobStore | None = None,
+    supervisor: Any = None,
 ) -> FastAPI:
-    """The optscribe API with ``settings`` (the environment's by default)."""
+    """The optscribe API with ``settings`` (the environment's by default).
+
+    ``job_store`` turns on jobs and batches (without one those routes answer 503), adds the
+    ``store`` readiness check and feeds the jobs-by-status gauge. ``supervisor`` (anything
+    with ``start()``, ``stop()`` and ``probe()``, such as :class:`app.jobs.supervisor.Supervisor`)
+    is started with the app and stopped with it; :func:`create_service_app` wires both.
+    """
     settings = settings if settings is not None else get_settings()
     limiter = (
         RateLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst)
@@ -63,10 +73,16 @@ def create_app(
     )
     services = Services(
         settings=settings,
-        metrics=Metrics(job_counts),
+        metrics=Metrics(job_counts if job_counts is not None or job_store is None else _counts(job_store)),
         keys=key_verifier if key_verifier is not None else HashedKeys(settings.api_key_hashes),
         limiter=limiter,
+        store=job_store,
+        supervisor=supervisor,
     )
+    if job_store is not None:
+        services.checks["store"] = ReadinessCheck(_store_probe(job_store))
+    if supervisor is not None:
+        services.checks["workers"] = ReadinessCheck(supervisor.probe)
     services.checks.update(readiness_checks or {})
     services.checks.setdefault(
         "llm", ReadinessCheck(llm_probe(services), required=settings.ready_requires_llm)
@@ -74,9 +90,13 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if supervisor is not None:
+            supervisor.start()
         try:
             yield
         finally:
+            if supervisor is not None:
+                supervisor.stop()
             services.close()
 
     app = FastAPI(
@@ -88,12 +108,16 @@ def create_app(
             {"name": "solve", "description": "Solve and export models written in the contract"},
             {"name": "formalize", "description": "From a problem in words to a model (needs an LLM)"},
             {"name": "schema", "description": "The model contract"},
+            {"name": "jobs", "description": "Asynchronous jobs: submit, poll, stream, answer, cancel"},
+            {"name": "batches", "description": "Many problems at once, as JSONL"},
             {"name": "operations", "description": "Probes and metrics"},
         ],
     )
     app.state.services = services
     errors.install(app)
     app.include_router(router)
+    app.include_router(jobs_router)
+    app.include_router(batches_router)
     app.include_router(public_router)
     app.include_router(ops_router)
 
@@ -110,6 +134,52 @@ def create_app(
             expose_headers=["Location", "Retry-After"],
         )
     return app
+
+
+def _counts(store: JobStore) -> JobCounts:
+    def counts() -> dict[str, int]:
+        return {str(status): n for status, n in store.counts_by_status().items()}
+
+    return counts
+
+
+def _store_probe(store: JobStore) -> Callable[[], str | None]:
+    def probe() -> str | None:
+        store.ping()
+        return None
+
+    return probe
+
+
+def open_job_store(settings: Settings) -> JobStore:
+    """The job store the settings name: ``job_store_url``, else SQLite in ``data_dir``."""
+    if settings.job_store_url:
+        return JobStore(settings.job_store_url)
+    return JobStore.in_data_dir(settings.data_dir)
+
+
+def create_service_app(settings: Settings | None = None) -> FastAPI:
+    """The whole service as ``optscribe serve`` runs it: the API, the job store and
+    ``settings.workers`` embedded job workers (none when it is 0: another process runs them)."""
+    from app.formalize.pipeline import Pipeline
+    from app.jobs.supervisor import Supervisor
+
+    settings = settings if settings is not None else get_settings()
+    store = open_job_store(settings)
+    holder: dict[str, Services] = {}
+
+    def pipeline() -> Pipeline:
+        return Pipeline(client=holder["services"].llm_client(), settings=settings)
+
+    supervisor = Supervisor(store, settings, pipeline_factory=pipeline) if settings.workers > 0 else None
+    app = create_app(settings, job_store=store, supervisor=supervisor)
+    holder["services"] = services_of(app)
+    return app
+
+
+def service_app() -> FastAPI:
+    """For ``uvicorn --factory app.api.main:service_app``: the service with the environment's settings."""
+    return create_service_app()
 
 
 def services_of(app: Any) -> Services:
