@@ -426,11 +426,13 @@ def export(
 def _register_more() -> None:
     from .cli_formalize import register as register_formalize
     from .cli_serve import register as register_serve
+    from .cli_worker import register as register_worker
     from .eval import register as register_eval
 
     register_formalize(app, _exit_codes, render_result)
     register_eval(app)
     register_serve(app)
+    register_worker(app)
 
 
 _register_more()

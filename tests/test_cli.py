@@ -331,7 +331,8 @@ def test_export_refusal_exits_two(tmp_path: Path) -> None:
 def test_every_command_and_option_has_help() -> None:
     group = get_command(app)
     commands = group.commands  # type: ignore[attr-defined]
-    assert set(commands) == {"schema", "check", "solve", "export", "formalize", "run", "eval", "serve"}
+    expected = {"schema", "check", "solve", "export", "formalize", "run", "eval", "serve", "worker"}
+    assert set(commands) == expected
     for name, cmd in commands.items():
         assert cmd.help, name
         for param in cmd.params:
