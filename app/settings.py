@@ -133,6 +133,11 @@ class Settings(BaseSettings):
         default=None, description="SQLAlchemy URL of the job store (Postgres); unset: SQLite in data_dir"
     )
     workers: int = Field(default=2, ge=0, description="`optscribe serve`: in-process job workers (0: none)")
+    job_runner: Literal["embedded", "celery"] = Field(
+        default="embedded",
+        description="who runs jobs: the embedded workers of `optscribe serve`, or Celery workers "
+        "(`optscribe worker`, broker OPTSCRIBE_BROKER_URL)",
+    )
     job_lease_seconds: float = Field(
         default=30.0, gt=0, description="a running job's lease; a worker silent this long is presumed dead"
     )

@@ -289,3 +289,31 @@ def test_cancel_a_running_job_with_revoke_terminate(cluster: Cluster) -> None:
 def _status(cluster: Cluster, job_id: str) -> str | None:
     job = cluster.store.load_job(job_id)
     return None if job is None else job.status
+
+
+def test_the_api_hands_jobs_to_celery_when_the_runner_is_celery(cluster: Cluster) -> None:
+    """`job_runner=celery`: POST /v1/jobs persists, enqueues; a Celery worker finishes the job."""
+    from fastapi.testclient import TestClient
+
+    from app.api.main import create_service_app
+    from app.settings import Settings
+
+    settings = Settings(job_runner="celery", job_store_url=cluster.env["OPTSCRIBE_JOB_STORE_URL"], workers=2)
+    model = {
+        "variables": [{"name": "x", "domain": "integer", "upper": 7}],
+        "objective": {"sense": "maximize", "expression": "3 * x"},
+        "constraints": [{"id": "cap", "template": "upper_bound", "expression": "2 * x <= 9"}],
+    }
+    app = create_service_app(settings)
+    assert app.state.services.supervisor is None  # no embedded workers beside Celery
+    cluster.start_worker("api-worker", concurrency=1)
+    with TestClient(app) as client:
+        r = client.post("/v1/jobs", json={"model": model})
+        assert r.status_code == 202, r.text
+        job_id = r.json()["id"]
+        _wait(
+            "the job to succeed", lambda: client.get(f"/v1/jobs/{job_id}").json()["status"] == "succeeded", 60
+        )
+        body = client.get(f"/v1/jobs/{job_id}").json()
+    assert body["result"]["objective"] == 12
+    assert _finishes(cluster.store, job_id) == ["succeeded"]

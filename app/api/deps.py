@@ -24,7 +24,7 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 from app.errors import LLMNotConfigured
 from app.formalize.llm import LLMClient
 from app.formalize.pipeline import Pipeline
-from app.jobs.store import JobStore
+from app.jobs.store import Job, JobStore
 from app.settings import Settings
 
 from .errors import JobsUnavailable, RateLimited, Unauthorized
@@ -68,6 +68,9 @@ class Services:
     checks: dict[str, ReadinessCheck] = field(default_factory=dict)
     store: JobStore | None = None  # jobs and batches; None: those routes answer 503
     supervisor: Any = None  # the embedded workers (start() / stop()), when this process runs them
+    # With Celery: hand a persisted job to the queue, and cancel through the queue too.
+    dispatch: Callable[[str], None] | None = None
+    cancel: Callable[[JobStore, str, str], Job | None] | None = None
     solves: anyio.CapacityLimiter = field(init=False)
     formalizations: anyio.CapacityLimiter = field(init=False)
     _llm: LLMClient | None = field(default=None, init=False, repr=False)

@@ -171,9 +171,21 @@ def create_service_app(settings: Settings | None = None) -> FastAPI:
     def pipeline() -> Pipeline:
         return Pipeline(client=holder["services"].llm_client(), settings=settings)
 
-    supervisor = Supervisor(store, settings, pipeline_factory=pipeline) if settings.workers > 0 else None
+    celery = settings.job_runner == "celery"
+    embedded = settings.workers > 0 and not celery
+    supervisor = Supervisor(store, settings, pipeline_factory=pipeline) if embedded else None
     app = create_app(settings, job_store=store, supervisor=supervisor)
-    holder["services"] = services_of(app)
+    services = holder["services"] = services_of(app)
+    if celery:
+        # Jobs are persisted first, then handed to the queue; Celery workers
+        # (`optscribe worker`) claim them from the same store.
+        from app.jobs import celery_app
+
+        def dispatch(job_id: str) -> None:
+            celery_app.enqueue(job_id)
+
+        services.dispatch = dispatch
+        services.cancel = celery_app.cancel
     return app
 
 

@@ -39,7 +39,7 @@ from solvers.api import load_model
 from solvers.errors import Issue
 from solvers.model import Table
 
-from .deps import CallerDep, JobStoreDep, SettingsDep, rate_limit
+from .deps import CallerDep, JobStoreDep, ServicesDep, SettingsDep, rate_limit
 from .errors import InvalidBatch, NotFound, request_issues
 from .schemas import ErrorBody
 
@@ -235,6 +235,7 @@ async def create_job(
     store: JobStoreDep,
     caller: CallerDep,
     settings: SettingsDep,
+    services: ServicesDep,
     idempotency_key: Annotated[
         str | None,
         Header(alias="Idempotency-Key", min_length=1, max_length=255, description="makes retries safe"),
@@ -252,6 +253,8 @@ async def create_job(
             max_attempts=settings.job_max_attempts,
         )
     )
+    if created and services.dispatch is not None:
+        await run_in_threadpool(services.dispatch, job.id)
     return _accepted(job_view(job), f"/v1/jobs/{job.id}", replayed=not created)
 
 
@@ -288,10 +291,15 @@ async def get_job(job_id: JobId, store: JobStoreDep, caller: CallerDep) -> JSONR
 
 
 @jobs_router.post("/{job_id}/cancel", summary="Cancel a job, queued or running")
-async def cancel_job(job_id: JobId, store: JobStoreDep, caller: CallerDep) -> JSONResponse:
+async def cancel_job(
+    job_id: JobId, store: JobStoreDep, caller: CallerDep, services: ServicesDep
+) -> JSONResponse:
     """Queued (or waiting for answers): `cancelled` at once. Running: the solver is stopped and
     the job ends `cancelled`, keeping the best plan found so far when there is one."""
-    job = await run_in_threadpool(store.request_cancel, job_id, caller)
+    if services.cancel is not None:
+        job = await run_in_threadpool(services.cancel, store, job_id, caller)
+    else:
+        job = await run_in_threadpool(store.request_cancel, job_id, caller)
     if job is None:
         raise NotFound(f"there is no job {job_id}")
     return JSONResponse(job_view(job))
@@ -302,10 +310,14 @@ async def cancel_job(job_id: JobId, store: JobStoreDep, caller: CallerDep) -> JS
     summary="Answer a job's clarifying questions; it resumes",
     responses={409: {"model": ErrorBody, "description": "the job is not waiting for answers"}},
 )
-async def answer_job(job_id: JobId, body: AnswersIn, store: JobStoreDep, caller: CallerDep) -> JSONResponse:
+async def answer_job(
+    job_id: JobId, body: AnswersIn, store: JobStoreDep, caller: CallerDep, services: ServicesDep
+) -> JSONResponse:
     job = await run_in_threadpool(store.answer, job_id, caller, body.answers)
     if job is None:
         raise NotFound(f"there is no job {job_id}")
+    if services.dispatch is not None:
+        await run_in_threadpool(services.dispatch, job.id)
     return _accepted(job_view(job), f"/v1/jobs/{job.id}")
 
 
@@ -467,7 +479,7 @@ async def _batch_items(request: Request) -> tuple[list[tuple[int, Any]], str | N
     },
 )
 async def create_batch(
-    request: Request, store: JobStoreDep, caller: CallerDep, settings: SettingsDep
+    request: Request, store: JobStoreDep, caller: CallerDep, settings: SettingsDep, services: ServicesDep
 ) -> JSONResponse:
     """Each line is `{"custom_id", "model" | "text", "options"?}`. Lines with problems are
     reported by their line number, and then nothing is created."""
@@ -485,6 +497,14 @@ async def create_batch(
     batch = await run_in_threadpool(
         lambda: store.create_batch(caller, lines, input_file_name=file_name, max_attempts=attempts)
     )
+    if services.dispatch is not None:
+        dispatch = services.dispatch
+
+        def send_all() -> None:
+            for job in store.batch_results(batch.id, caller) or []:
+                dispatch(job.id)
+
+        await run_in_threadpool(send_all)
     return _accepted(batch_view(batch), f"/v1/batches/{batch.id}")
 
 
