@@ -24,12 +24,12 @@ import uvicorn
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from llm_stub import ScriptedLLM, answer, stub_settings
+from shared_models import WORKSHOP_TEXT, llm_json, workshop_model
 from typer.testing import CliRunner
 
 from app.api import create_app
 from app.api.deps import ReadinessCheck, get_llm_client
 from app.api.security import RateLimiter, hash_key, key_from_headers
-from app.formalize.schemas import model_to_llm
 from app.settings import Settings
 from solvers.api import load_model
 
@@ -73,44 +73,7 @@ def client() -> Iterator[TestClient]:
         yield c
 
 
-def furniture(**overrides: Any) -> dict[str, Any]:
-    m: dict[str, Any] = {
-        "schema": "optscribe.model/v1",
-        "name": "workshop",
-        "sets": {"P": ["chair", "table"], "R": ["wood", "labor"]},
-        "parameters": {
-            "profit": {"index": ["P"], "values": {"chair": 30, "table": 50}},
-            "use": {
-                "index": ["R", "P"],
-                "values": {"wood": {"chair": 2, "table": 4}, "labor": {"chair": 3, "table": 2}},
-            },
-            "avail": {"index": ["R"], "values": {"wood": 100, "labor": 90}},
-            "min_tables": {"value": 5},
-        },
-        "variables": [{"name": "x", "index": ["P"], "domain": "integer", "description": "units made"}],
-        "objective": {
-            "sense": "maximize",
-            "expression": "sum(profit[p] * x[p] for p in P)",
-            "source": "How many of each should be made to maximize profit?",
-        },
-        "constraints": [
-            {
-                "id": "capacity",
-                "template": "linear",
-                "for_each": "r in R",
-                "expression": "sum(use[r, p] * x[p] for p in P) <= avail[r]",
-                "source": "The shop has 100 units of wood and 90 hours of labor.",
-            },
-            {
-                "id": "tables_min",
-                "template": "lower_bound",
-                "expression": "x['table'] >= min_tables",
-                "source": "At least 5 tables must be made.",
-            },
-        ],
-    }
-    m.update(overrides)
-    return m
+furniture = workshop_model
 
 
 def staffing() -> dict[str, Any]:
@@ -507,19 +470,7 @@ def test_unexpected_exception_is_500_without_traceback(
 # ----------------------------------------------------------------------------- formalize
 
 
-def llm_json(model: dict[str, Any]) -> str:
-    """The model in the single-call stage's answer shape."""
-    form = model_to_llm(load_model(model), reasoning="test").model_dump(mode="json", by_alias=True)
-    form["questions"] = []
-    return json.dumps(form)
-
-
-TEXT = (
-    "A workshop makes chairs and tables. A chair earns $30 profit and a table $50. "
-    "A chair uses 2 units of wood and 3 hours of labor; a table uses 4 units of wood and 2 hours of labor. "
-    "The shop has 100 units of wood and 90 hours of labor. At least 5 tables must be made. "
-    "How many of each should be made to maximize profit?"
-)
+TEXT = WORKSHOP_TEXT
 
 
 def test_formalize_without_llm_is_503(client: TestClient) -> None:
