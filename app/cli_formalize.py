@@ -128,15 +128,13 @@ def register(app: typer.Typer, exit_codes: object, render_result: object) -> Non
             if questions(out, as_json):
                 return
             assert out.model is not None
-            if as_json:
-                typer.echo(out.model.to_json())
-                return
             typer.echo(out.model.to_json())
-            typer.echo(
-                f"\n# {out.llm_calls} LLM call(s), {out.usage.total_tokens} tokens, "
-                f"{out.repair_rounds} repair round(s)",
-                err=True,
-            )
+            if not as_json:  # the model is JSON either way; the cost goes to stderr for people
+                typer.echo(
+                    f"\n# {out.llm_calls} LLM call(s), {out.usage.total_tokens} tokens, "
+                    f"{out.repair_rounds} repair round(s)",
+                    err=True,
+                )
 
         guarded(body)
 
