@@ -57,6 +57,7 @@ def create_app(
     key_verifier: KeyVerifier | None = None,
     job_store: JobStore | None = None,
     supervisor: Any = None,
+    close_store: bool = False,
 ) -> FastAPI:
     """The optscribe API with ``settings`` (the environment's by default).
 
@@ -64,6 +65,7 @@ def create_app(
     ``store`` readiness check and feeds the jobs-by-status gauge. ``supervisor`` (anything
     with ``start()``, ``stop()`` and ``probe()``, such as :class:`app.jobs.supervisor.Supervisor`)
     is started with the app and stopped with it; :func:`create_service_app` wires both.
+    ``close_store``: the app owns ``job_store`` and closes it at shutdown.
     """
     settings = settings if settings is not None else get_settings()
     limiter = (
@@ -98,6 +100,8 @@ def create_app(
             if supervisor is not None:
                 supervisor.stop()
             services.close()
+            if job_store is not None and close_store:
+                job_store.close()  # the pool's connections (SQLite: the WAL is checkpointed)
 
     app = FastAPI(
         title="optscribe",
@@ -174,7 +178,7 @@ def create_service_app(settings: Settings | None = None) -> FastAPI:
     celery = settings.job_runner == "celery"
     embedded = settings.workers > 0 and not celery
     supervisor = Supervisor(store, settings, pipeline_factory=pipeline) if embedded else None
-    app = create_app(settings, job_store=store, supervisor=supervisor)
+    app = create_app(settings, job_store=store, supervisor=supervisor, close_store=True)
     services = holder["services"] = services_of(app)
     if celery:
         # Jobs are persisted first, then handed to the queue; Celery workers
