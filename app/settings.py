@@ -146,6 +146,15 @@ class Settings(BaseSettings):
     job_time_limit_max: float = Field(
         default=3600.0, gt=0, description="longest solver time limit a job may ask for"
     )
+    job_model_max_variables: int = Field(
+        default=2_000_000,
+        gt=0,
+        description="POST /v1/jobs and batches: most variables of a model, counted from its set sizes",
+    )
+    job_text_max_chars: int = Field(
+        default=100_000, gt=0, description="POST /v1/jobs and batches: longest problem text"
+    )
+    batch_max_lines: int = Field(default=50_000, gt=0, description="POST /v1/batches: most lines")
 
     @field_validator(
         "llm_base_url", "llm_api_key", "llm_model", "llm_cache_dir", "job_store_url", mode="before"

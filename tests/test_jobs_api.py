@@ -158,6 +158,7 @@ def test_submit_answers_202_with_location_then_succeeds(make: Factory) -> None:
     assert job["result"]["objective"] == pytest.approx(1350)
     assert {"queued", "running", "succeeded"} <= set(job["timestamps"])
     assert job["attempts"] == 1 and job["finished_at"]
+    assert job["stage"] == "done"
     # listed, paginated
     client.post("/v1/jobs", json=solve_body(time_limit=4))
     first = client.get("/v1/jobs", params={"limit": 1}).json()

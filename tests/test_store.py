@@ -184,7 +184,7 @@ def test_queued_running_succeeded_with_a_timestamp_per_transition(env: Env, stor
     assert done is not None
     assert (done.status, done.stage, done.result) == (
         "succeeded",
-        "solving",
+        "done",
         {"status": "optimal", "objective": 3.0},
     )
     assert done.timestamps == {"queued": T0, "running": t1, "succeeded": t2}

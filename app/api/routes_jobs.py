@@ -35,17 +35,17 @@ from starlette.datastructures import UploadFile
 
 from app.jobs.runner import TESTING_ENV
 from app.jobs.store import BatchLine, BatchStatus, Job, JobKind, JobStore
+from app.settings import Settings
 from solvers.api import load_model
 from solvers.errors import Issue
 from solvers.model import Table
 
 from .deps import CallerDep, JobStoreDep, ServicesDep, SettingsDep, rate_limit
-from .errors import InvalidBatch, NotFound, request_issues
+from .errors import ApiError, InvalidBatch, NotFound, request_issues
 from .schemas import ErrorBody
 
 __all__ = ["batches_router", "jobs_router", "job_view"]
 
-MAX_BATCH_LINES = 50_000
 RETRY_AFTER = "1"
 _SSE_POLL = 0.2  # seconds between looks at the store while a job is quiet
 _SSE_KEEPALIVE = 15.0  # a comment line this often keeps proxies from closing the stream
@@ -213,9 +213,39 @@ def _accepted(body: dict[str, Any], location: str, *, replayed: bool = False) ->
     return JSONResponse(body, status_code=202, headers=headers)
 
 
-def _validate_model(body: JobIn) -> None:
+class TooLargeForJob(ApiError):
+    """A job beyond the server's job limits (variables, text length, time limit)."""
+
+    status = 422
+    code = "too_large"
+
+
+def validate_job(body: JobIn, settings: Settings) -> None:
+    """What a job must pass before it is stored: a valid model within the job limits, a text
+    within its length limit, a time limit the server allows. ``ModelError`` (422
+    ``invalid_model`` through the mapper) or :class:`TooLargeForJob`."""
+    limit = body.options.time_limit
+    if limit is not None and limit > settings.job_time_limit_max:
+        raise TooLargeForJob(
+            f"a time limit of {limit:g} s is more than the {settings.job_time_limit_max:g} s a job may take",
+            details={"time_limit": limit, "limit": settings.job_time_limit_max},
+        )
+    if body.text is not None and len(body.text) > settings.job_text_max_chars:
+        raise TooLargeForJob(
+            f"the problem text has {len(body.text)} characters; the limit is {settings.job_text_max_chars}",
+            details={"characters": len(body.text), "limit": settings.job_text_max_chars},
+        )
     if body.model is not None:
-        load_model(body.model)  # ModelError: 422 invalid_model through the mapper
+        from .routes_sync import estimate_columns
+
+        model = load_model(body.model)
+        columns = estimate_columns(model)
+        if columns is not None and columns > settings.job_model_max_variables:
+            raise TooLargeForJob(
+                f"the model has {columns} variables; a job may have at most "
+                f"{settings.job_model_max_variables}",
+                details={"variables": columns, "limit": settings.job_model_max_variables},
+            )
 
 
 # ----------------------------------------------------------------------------- jobs
@@ -243,7 +273,7 @@ async def create_job(
 ) -> JSONResponse:
     """The job is written to the store before this answers 202; it will reach a terminal state
     (`succeeded`, `failed`, `cancelled`) even if a worker or the server dies meanwhile."""
-    await run_in_threadpool(_validate_model, body)
+    await run_in_threadpool(validate_job, body, settings)
     job, created = await run_in_threadpool(
         lambda: store.create_job(
             caller,
@@ -385,7 +415,9 @@ def _issue(number: int, message: str, code: str = "batch_line") -> dict[str, Any
     return Issue(code=code, message=f"line {number}: {message}", where=f"line {number}").to_dict()
 
 
-def parse_batch(items: list[tuple[int, Any]]) -> tuple[list[BatchLine], list[dict[str, Any]]]:
+def parse_batch(
+    items: list[tuple[int, Any]], settings: Settings
+) -> tuple[list[BatchLine], list[dict[str, Any]]]:
     """Batch lines from ``(line number, parsed JSON or text)``; the problems, each by line."""
     lines: list[BatchLine] = []
     problems: list[dict[str, Any]] = []
@@ -400,11 +432,14 @@ def parse_batch(items: list[tuple[int, Any]]) -> tuple[list[BatchLine], list[dic
                 continue
         try:
             line = BatchLineIn.model_validate(value)
-            _validate_model(line)
+            validate_job(line, settings)
         except ValidationError as e:
             for issue in request_issues(e.errors(include_url=False), limit=5):
                 where = issue.get("where") or ""
                 problems.append(_issue(number, f"{where + ': ' if where else ''}{issue['message']}"))
+            continue
+        except TooLargeForJob as e:
+            problems.append(_issue(number, e.message, e.code))
             continue
         except Exception as e:  # the model contract's own errors (ModelError)
             problems.append(_issue(number, str(e), "invalid_model"))
@@ -486,9 +521,9 @@ async def create_batch(
     items, name = await _batch_items(request)
     if not items:
         raise InvalidBatch("the batch has no lines", [])
-    if len(items) > MAX_BATCH_LINES:
-        raise InvalidBatch(f"a batch has at most {MAX_BATCH_LINES} lines, this one {len(items)}", [])
-    lines, problems = await run_in_threadpool(parse_batch, items)
+    if len(items) > settings.batch_max_lines:
+        raise InvalidBatch(f"a batch has at most {settings.batch_max_lines} lines, this one {len(items)}", [])
+    lines, problems = await run_in_threadpool(parse_batch, items, settings)
     if problems:
         bad = len({p["where"] for p in problems})
         raise InvalidBatch(f"{bad} line(s) of the batch have problems; nothing was created", problems[:100])

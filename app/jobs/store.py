@@ -886,6 +886,7 @@ class JobStore:
             "updated_at": now,
             "finished_at": now,
             _STATUS_AT[status]: now,
+            "stage": "done",  # whatever stage it was in has ended with it
         }
         if release:
             values["lease_owner"] = None
