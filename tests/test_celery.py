@@ -306,8 +306,15 @@ def test_the_api_hands_jobs_to_celery_when_the_runner_is_celery(cluster: Cluster
     }
     app = create_service_app(settings)
     assert app.state.services.supervisor is None  # no embedded workers beside Celery
+    with TestClient(app) as client:
+        ready = client.get("/readyz").json()
+        assert ready["status"] == "ready"  # no worker yet: jobs wait in the queue, which is up
+        assert ready["checks"]["queue"]["ok"] and ready["checks"]["store"]["ok"]
+        assert not ready["checks"]["workers"]["ok"] and not ready["checks"]["workers"]["required"]
+        assert "optscribe worker" in ready["checks"]["workers"]["detail"]
     cluster.start_worker("api-worker", concurrency=1)
     with TestClient(app) as client:
+        _wait("a worker to answer", lambda: client.get("/readyz").json()["checks"]["workers"]["ok"], 60)
         r = client.post("/v1/jobs", json={"model": model})
         assert r.status_code == 202, r.text
         job_id = r.json()["id"]
@@ -317,3 +324,22 @@ def test_the_api_hands_jobs_to_celery_when_the_runner_is_celery(cluster: Cluster
         body = client.get(f"/v1/jobs/{job_id}").json()
     assert body["result"]["objective"] == 12
     assert _finishes(cluster.store, job_id) == ["succeeded"]
+
+
+def test_readyz_says_the_queue_is_down_when_the_broker_is(cluster: Cluster) -> None:
+    from fastapi.testclient import TestClient
+
+    from app.api.main import create_service_app
+    from app.jobs import celery_app as capp
+    from app.settings import Settings
+
+    down = f"redis://127.0.0.1:{_free_port()}/0"  # nothing listens there
+    capp.configure(capp.CeleryConfig(**{**vars(capp._current_config()), "broker_url": down}))
+    settings = Settings(job_runner="celery", job_store_url=cluster.env["OPTSCRIBE_JOB_STORE_URL"])
+    with TestClient(create_service_app(settings)) as client:
+        r = client.get("/readyz")
+    assert r.status_code == 503
+    error = r.json()["error"]
+    assert error["code"] == "not_ready" and "queue" in error["message"]
+    queue = error["details"]["checks"]["queue"]
+    assert not queue["ok"] and queue["required"] and queue["detail"]

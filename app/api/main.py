@@ -190,6 +190,9 @@ def create_service_app(settings: Settings | None = None) -> FastAPI:
 
         services.dispatch = dispatch
         services.cancel = celery_app.cancel
+        services.checks["queue"] = ReadinessCheck(celery_app.probe_broker)
+        # Jobs wait in the queue while no worker runs: worth seeing, not a reason to refuse them.
+        services.checks["workers"] = ReadinessCheck(celery_app.probe_workers, required=False)
     return app
 
 

@@ -48,6 +48,7 @@ from dataclasses import dataclass
 from types import FrameType
 from typing import Any, Final
 
+import kombu
 import kombu.pools
 from celery import Celery, signals  # type: ignore[import-untyped]
 from celery.exceptions import SoftTimeLimitExceeded  # type: ignore[import-untyped]
@@ -66,6 +67,8 @@ __all__ = [
     "close_connections",
     "configure",
     "enqueue",
+    "probe_broker",
+    "probe_workers",
     "run_job",
     "task_id_for",
 ]
@@ -404,6 +407,24 @@ def enqueue(job_id: str, *, countdown: float | None = None) -> str:
     task_id = task_id_for(job_id)
     run_job.apply_async(args=(job_id,), task_id=task_id, countdown=countdown)
     return task_id
+
+
+def probe_broker(timeout: float = 2.0) -> str | None:
+    """For GET /readyz: None when the broker answers within ``timeout`` seconds (raises or
+    answers the reason otherwise)."""
+    cfg = _current_config()
+    with kombu.Connection(cfg.broker_url, connect_timeout=timeout) as conn:
+        conn.ensure_connection(max_retries=1, interval_start=0, timeout=timeout)
+    return None
+
+
+def probe_workers(timeout: float = 0.5) -> str | None:
+    """For GET /readyz: None when at least one Celery worker answers a ping; else why not."""
+    _current_config()
+    replies = celery_app.control.ping(timeout=timeout)
+    if not replies:
+        return f"no worker answered within {timeout:g} s: start one with `optscribe worker`"
+    return None
 
 
 def cancel(store: JobStore, job_id: str, owner: str) -> Job | None:
