@@ -426,6 +426,7 @@ def export(
 def _register_more() -> None:
     from .cli_formalize import register as register_formalize
     from .cli_serve import register as register_serve
+    from .cli_settings import register as register_settings
     from .cli_worker import register as register_worker
     from .eval import register as register_eval
 
@@ -433,6 +434,7 @@ def _register_more() -> None:
     register_eval(app)
     register_serve(app)
     register_worker(app)
+    register_settings(app)
 
 
 _register_more()

@@ -72,7 +72,9 @@ class Settings(BaseSettings):
         description="auto: try json_schema, then json_object, then plain JSON, and remember what "
         "the endpoint accepts; any other value pins that mode",
     )
-    llm_temperature: float | None = Field(default=0.0, ge=0, le=2)
+    llm_temperature: float | None = Field(
+        default=0.0, ge=0, le=2, description="sampling temperature; none sends none (for models that fix it)"
+    )
     llm_max_tokens: int | None = Field(default=4096, gt=0, description="cap on tokens per answer")
     repair_rounds: int = Field(default=3, ge=0, description="LLM repair rounds after failed checks")
     samples: int = Field(default=1, ge=1, description="self-consistency: formalizations drawn per request")
@@ -156,8 +158,46 @@ class Settings(BaseSettings):
     )
     batch_max_lines: int = Field(default=50_000, gt=0, description="POST /v1/batches: most lines")
 
+    # -- scale-out: Celery workers (`optscribe worker`) and their broker --------------------------
+    broker_url: str | None = Field(
+        default=None, description="Celery broker (Redis); unset: redis://localhost:6379/0"
+    )
+    result_backend: str | None = Field(
+        default=None,
+        description="Celery's own task bookkeeping; unset: the broker (results live in the job store)",
+    )
+    worker_concurrency: int | None = Field(
+        default=None, ge=1, description="`optscribe worker`: jobs run at once; unset: `workers`"
+    )
+    celery_task_time_limit: float | None = Field(
+        default=None,
+        gt=0,
+        description="hard kill of a Celery task (s); unset: job_time_limit_max + llm_total_budget_s + 300",
+    )
+    celery_task_soft_time_limit: float | None = Field(
+        default=None,
+        gt=0,
+        description="a task is told to stop this early (s); unset: a little below the hard limit",
+    )
+    celery_visibility_timeout: float | None = Field(
+        default=None,
+        gt=0,
+        description="Redis redelivers a task unacknowledged this long (s); unset: hard limit + lease + 60",
+    )
+
     @field_validator(
-        "llm_base_url", "llm_api_key", "llm_model", "llm_cache_dir", "job_store_url", mode="before"
+        "llm_base_url",
+        "llm_api_key",
+        "llm_model",
+        "llm_cache_dir",
+        "job_store_url",
+        "broker_url",
+        "result_backend",
+        "worker_concurrency",
+        "celery_task_time_limit",
+        "celery_task_soft_time_limit",
+        "celery_visibility_timeout",
+        mode="before",
     )
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:

@@ -48,7 +48,7 @@ from dataclasses import dataclass
 from types import FrameType
 from typing import Any, Final
 
-import kombu
+import kombu.connection
 import kombu.pools
 from celery import Celery, signals  # type: ignore[import-untyped]
 from celery.exceptions import SoftTimeLimitExceeded  # type: ignore[import-untyped]
@@ -413,7 +413,7 @@ def probe_broker(timeout: float = 2.0) -> str | None:
     """For GET /readyz: None when the broker answers within ``timeout`` seconds (raises or
     answers the reason otherwise)."""
     cfg = _current_config()
-    with kombu.Connection(cfg.broker_url, connect_timeout=timeout) as conn:
+    with kombu.connection.Connection(cfg.broker_url, connect_timeout=timeout) as conn:  # type: ignore[no-untyped-call]
         conn.ensure_connection(max_retries=1, interval_start=0, timeout=timeout)
     return None
 
