@@ -21,6 +21,7 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.staticfiles import StaticFiles
 
 from app.jobs.store import JobStore
 from app.settings import Settings, get_settings
@@ -124,6 +125,7 @@ def create_app(
     app.include_router(batches_router)
     app.include_router(public_router)
     app.include_router(ops_router)
+    _add_web_form(app)
 
     # add_middleware wraps what is already there: the last added is the outermost.
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
@@ -138,6 +140,15 @@ def create_app(
             expose_headers=["Location", "Retry-After"],
         )
     return app
+
+
+def _add_web_form(app: FastAPI) -> None:
+    """The web form at ``/`` and its static files (imported here: the API alone needs neither)."""
+    from app.web import STATIC, page_router, ui_router
+
+    app.include_router(page_router)
+    app.include_router(ui_router)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
 
 def _counts(store: JobStore) -> JobCounts:

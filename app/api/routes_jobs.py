@@ -40,11 +40,11 @@ from solvers.api import load_model
 from solvers.errors import Issue
 from solvers.model import Table
 
-from .deps import CallerDep, JobStoreDep, ServicesDep, SettingsDep, rate_limit
+from .deps import CallerDep, JobStoreDep, Services, ServicesDep, SettingsDep, rate_limit
 from .errors import ApiError, InvalidBatch, NotFound, request_issues
 from .schemas import ErrorBody
 
-__all__ = ["batches_router", "jobs_router", "job_view"]
+__all__ = ["batches_router", "jobs_router", "job_view", "submit", "submit_answers", "submit_job"]
 
 RETRY_AFTER = "1"
 _SSE_POLL = 0.2  # seconds between looks at the store while a job is quiet
@@ -273,6 +273,20 @@ async def create_job(
 ) -> JSONResponse:
     """The job is written to the store before this answers 202; it will reach a terminal state
     (`succeeded`, `failed`, `cancelled`) even if a worker or the server dies meanwhile."""
+    job, created = await submit(body, store, caller, settings, services, idempotency_key)
+    return _accepted(job_view(job), f"/v1/jobs/{job.id}", replayed=not created)
+
+
+async def submit(
+    body: JobIn,
+    store: JobStore,
+    caller: str,
+    settings: Settings,
+    services: Services,
+    idempotency_key: str | None = None,
+) -> tuple[Job, bool]:
+    """Validate, persist and dispatch a job (POST /v1/jobs, and the web form's submissions);
+    the job, and whether it is new (False: an idempotent replay)."""
     await run_in_threadpool(validate_job, body, settings)
     job, created = await run_in_threadpool(
         lambda: store.create_job(
@@ -285,7 +299,15 @@ async def create_job(
     )
     if created and services.dispatch is not None:
         await run_in_threadpool(services.dispatch, job.id)
-    return _accepted(job_view(job), f"/v1/jobs/{job.id}", replayed=not created)
+    return job, created
+
+
+async def submit_job(
+    body: JobIn, store: JobStore, caller: str, settings: Settings, services: Services
+) -> Job:
+    """:func:`submit` without an idempotency key: the new job."""
+    job, _ = await submit(body, store, caller, settings, services)
+    return job
 
 
 @jobs_router.get("", summary="List your jobs, newest first")
@@ -343,12 +365,20 @@ async def cancel_job(
 async def answer_job(
     job_id: JobId, body: AnswersIn, store: JobStoreDep, caller: CallerDep, services: ServicesDep
 ) -> JSONResponse:
-    job = await run_in_threadpool(store.answer, job_id, caller, body.answers)
+    job = await submit_answers(store, job_id, caller, body.answers, services)
+    return _accepted(job_view(job), f"/v1/jobs/{job.id}")
+
+
+async def submit_answers(
+    store: JobStore, job_id: str, caller: str, answers: Mapping[str, str], services: Services
+) -> Job:
+    """Store a job's answers and requeue it (POST /v1/jobs/{id}/answers, and the web form)."""
+    job = await run_in_threadpool(store.answer, job_id, caller, dict(answers))
     if job is None:
         raise NotFound(f"there is no job {job_id}")
     if services.dispatch is not None:
         await run_in_threadpool(services.dispatch, job.id)
-    return _accepted(job_view(job), f"/v1/jobs/{job.id}")
+    return job
 
 
 def _sse(seq: int, kind: str, data: Mapping[str, Any]) -> bytes:
