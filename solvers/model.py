@@ -407,8 +407,16 @@ class Model(_Strict):
         return self
 
     def dump(self) -> dict[str, Any]:
-        """The model as contract JSON data (aliases, no unset optional fields)."""
-        return self.model_dump(by_alias=True, exclude_none=True, mode="json")
+        """The model as contract JSON data (aliases, no empty optional fields).
+
+        ``None`` fields are left out, except a variable's ``"lower": null``: its default is
+        0, so leaving it out would turn a free variable into a nonnegative one.
+        """
+        out = self.model_dump(by_alias=True, exclude_none=True, mode="json")
+        for var, data in zip(self.variables, out.get("variables", []), strict=True):
+            if var.lower is None:
+                data["lower"] = None
+        return out
 
     def to_json(self, indent: int | None = 2) -> str:
         return json.dumps(self.dump(), indent=indent)
