@@ -690,3 +690,28 @@ def conflict_keys(explanation: Mapping[str, Any] | None) -> set[str]:
         elif ident:
             keys.add(variable_ref(ident))
     return keys
+
+
+@dataclass
+class ConflictGroup:
+    """The members of a conflict that come from one constraint (or one variable's bounds)."""
+
+    key: str
+    kind: str
+    source: str | None
+    names: list[str] = field(default_factory=list)
+
+
+def conflict_groups(explanation: Mapping[str, Any] | None) -> list[ConflictGroup]:
+    """A conflict's members grouped by what they came from: ``demand[early]``, ``demand[day]``
+    are one sentence, shown once with both instances."""
+    groups: dict[str, ConflictGroup] = {}
+    for item in (explanation or {}).get("conflict") or []:
+        kind = str(item.get("kind") or "constraint")
+        ident = str(item.get("id") or "")
+        key = ident if kind == "constraint" else variable_ref(ident)
+        group = groups.get(key)
+        if group is None:
+            group = groups[key] = ConflictGroup(key, kind, item.get("source"))
+        group.names.append(str(item.get("name") or ident))
+    return list(groups.values())

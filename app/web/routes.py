@@ -25,6 +25,7 @@ from fastapi import APIRouter, Depends, Form, Request
 from fastapi import Path as PathParam
 from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
+from markupsafe import Markup
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
@@ -311,15 +312,18 @@ def job_context(job: Job) -> dict[str, Any]:
     text = job.request.get("text")
     highlighted = None
     found: set[str] = set()
-    sentences = None
+    sentences: list[Markup] | None = None
     if view is not None:
         quotes = view.quotes()
         if isinstance(text, str):
             highlighted, found = render.highlight(text, quotes, flagged)
         else:
-            # A model without its text: its own source sentences are the text to point at.
-            unique = list(dict.fromkeys(q for _, q in quotes))
-            sentences, found = render.highlight(" ".join(unique), quotes, flagged)
+            # A model without its text: its own source sentences, one by one, are the text.
+            sentences = []
+            for sentence in dict.fromkeys(q for _, q in quotes):
+                marked, keys = render.highlight(sentence, quotes, flagged)
+                sentences.append(marked)
+                found |= keys
     rows = render.plan_rows(model, (solve or {}).get("values") or {}) if model is not None and solve else []
     chart = render.chart_data(rows)
     return {
@@ -334,6 +338,7 @@ def job_context(job: Job) -> dict[str, Any]:
         "model_name": model.name if model is not None else "model",
         "solve": solve,
         "explanation": explanation,
+        "conflicts": render.conflict_groups(explanation),
         "formalization": formalization,
         "rows": rows,
         "chart": chart.to_dict() if chart is not None else None,

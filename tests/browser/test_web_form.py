@@ -1,0 +1,216 @@
+"""The web form in a real headless Chromium, against the real service and a stub LLM.
+
+A planner pastes a model and gets a plan; an infeasible model shows its conflicting sentences
+and one "apply and re-solve" makes it feasible; a problem in words goes through the pipeline
+(the stub LLM) and its model is shown beside the sentences it came from; a clarifying question
+is answered in a form and the job resumes; a ``<script>`` in the problem text stays text; the
+page fits a phone's width; keyboard focus on a constraint highlights its sentence; without an
+LLM the page says so and still solves a pasted model. Each scenario saves screenshots under
+``test-artifacts/screenshots/``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from playwright.sync_api import Page, expect
+from shared_models import WORKSHOP_TEXT, llm_json, workshop_model
+
+from .conftest import LiveServer, Screenshot, StubLLM
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "app" / "web" / "examples"
+JOB_TIMEOUT_MS = 30_000
+
+
+def example(name: str) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads((EXAMPLES / f"{name}.json").read_text())
+    return data
+
+
+def paste_and_solve(page: Page, model: dict[str, Any]) -> None:
+    page.get_by_label("A model in the optscribe.model/v1 contract (JSON)").fill(json.dumps(model, indent=2))
+    page.locator("#model-form").get_by_role("button", name="Solve this model").click()
+
+
+def result(page: Page) -> Any:
+    """The job's result fragment, once it has arrived."""
+    article = page.locator("#result article.job")
+    expect(article).to_be_visible(timeout=JOB_TIMEOUT_MS)
+    return article
+
+
+def test_paste_a_model_solve_see_the_plan(
+    live_server: LiveServer, page: Page, screenshot: Screenshot
+) -> None:
+    page.goto(live_server.url + "/")
+    expect(page.get_by_role("heading", name="optscribe")).to_be_visible()
+    paste_and_solve(page, example("1_bakery")["model"])
+    expect(page.locator("#run .stages li").first).to_be_visible(timeout=JOB_TIMEOUT_MS)
+    job = result(page)
+    expect(job.get_by_role("heading", level=2)).to_contain_text("A plan (optimal)")
+    expect(job.locator("[data-objective]")).to_have_text("342")
+    table = job.locator("table.plan-table")
+    expect(table.locator("tr", has_text="bake[bread]")).to_contain_text("42")
+    expect(table.locator("tr", has_text="bake[cake]")).to_contain_text("items baked each morning")
+    # the model as mathematics: KaTeX has rendered every part, and the chart is drawn
+    expect(job.locator(".constraints .katex").first).to_be_visible()
+    assert job.locator("[data-tex]:not([data-rendered])").count() == 0
+    expect(job.locator("canvas[data-drawn]")).to_have_count(1)
+    screenshot(page, "plan")
+
+
+def test_an_infeasible_model_shows_its_conflict_and_a_suggestion_fixes_it(
+    live_server: LiveServer, page: Page, screenshot: Screenshot
+) -> None:
+    page.goto(live_server.url + "/")
+    page.get_by_role("button", name="Call centre shifts (infeasible)").click()
+    expect(page.locator("#model-json")).to_have_value(re.compile("call_centre"))
+    page.locator("#model-form").get_by_role("button", name="Solve this model").click()
+    job = result(page)
+    expect(job.get_by_role("heading", level=2)).to_contain_text("infeasible")
+    # the conflicting sentences are flagged where they stand, and in the model
+    conflict_marks = job.locator(".problem-text mark.conflict")
+    expect(conflict_marks.filter(has_text="Only 14 agents can work on any one day.")).to_have_count(1)
+    expect(job.locator("li.constraint.conflict[data-ref=team_size]")).to_be_visible()
+    suggestion = job.locator(".relaxations li").first
+    expect(suggestion).to_contain_text("team_size")
+    expect(suggestion).to_contain_text("16")
+    screenshot(page, "conflict")
+    suggestion.get_by_role("button", name="Apply and re-solve").click()
+    expect(page.locator("#run h2")).to_have_text("Solving with the suggestion applied")
+    fixed = result(page)
+    expect(fixed.get_by_role("heading", level=2)).to_contain_text("A plan (optimal)", timeout=JOB_TIMEOUT_MS)
+    expect(fixed.locator("[data-objective]")).to_have_text("1880")
+    # the applied suggestion is in the model, said where it was made
+    editor = fixed.locator("#edit-json-" + fixed_job_id(page))
+    expect(editor).to_have_value(re.compile(r"team \+ 2"))
+    expect(fixed.locator("li.constraint[data-ref=team_size]")).to_contain_text("Suggested fix applied")
+    screenshot(page, "fixed")
+
+
+def fixed_job_id(page: Page) -> str:
+    return str(page.locator("#result article.job").get_attribute("data-job-done"))
+
+
+def test_a_problem_in_words_is_formalized_and_shown_beside_its_sentences(
+    live_server: LiveServer, stub_llm: StubLLM, page: Page, screenshot: Screenshot
+) -> None:
+    stub_llm.answer_with(llm_json(workshop_model()))
+    page.goto(live_server.url + "/")
+    page.get_by_label("The problem, in plain language").fill(WORKSHOP_TEXT)
+    page.get_by_role("button", name="Formalize and solve").click()
+    expect(page.locator("#run h2")).to_have_text("Formalizing and solving")
+    job = result(page)
+    expect(job.locator("[data-objective]")).to_have_text("1350")
+    assert stub_llm.count == 1 and WORKSHOP_TEXT in stub_llm.requests[0].text
+    sentence = job.locator(".problem-text mark[data-refs~=capacity]")
+    expect(sentence).to_have_text("The shop has 100 units of wood and 90 hours of labor.")
+    row = job.locator("li.constraint[data-ref=capacity]")
+    expect(row.locator(".katex")).to_be_visible()
+    expect(row.locator("q.source")).to_have_text("The shop has 100 units of wood and 90 hours of labor.")
+    row.hover()
+    expect(sentence).to_have_class(re.compile(r"\bhl\b"))
+    screenshot(page, "formalized")
+
+
+def test_clarifying_questions_are_a_form_that_resumes_the_job(
+    live_server: LiveServer, stub_llm: StubLLM, page: Page, screenshot: Screenshot
+) -> None:
+    question = "How many hours of labor does the shop have?"
+    ask = json.loads(llm_json(workshop_model()))
+    ask |= {"variables": [], "constraints": [], "questions": [question]}
+    stub_llm.answer_with(ask, llm_json(workshop_model()))
+    page.goto(live_server.url + "/")
+    page.get_by_label("The problem, in plain language").fill(WORKSHOP_TEXT)
+    page.get_by_role("button", name="Formalize and solve").click()
+    answer = page.get_by_label(question)
+    expect(answer).to_be_visible(timeout=JOB_TIMEOUT_MS)
+    answer.fill("90 hours")
+    screenshot(page, "question")
+    page.get_by_role("button", name="Send the answers and continue").click()
+    job = result(page)
+    expect(job.locator("[data-objective]")).to_have_text("1350")
+    assert stub_llm.count == 2
+    assert "90 hours" in stub_llm.requests[1].text
+
+
+def test_a_script_in_the_problem_text_is_shown_as_text(
+    live_server: LiveServer, stub_llm: StubLLM, page: Page, screenshot: Screenshot
+) -> None:
+    evil = "<script>window.__pwned = 1</script>"
+    image = '<img src=x onerror="window.__pwned = 2">'
+    text = f'{WORKSHOP_TEXT}\nNote: {evil} and "quotes" & {image}'
+    model = workshop_model()
+    model["constraints"][1]["source"] = f"At least 5 tables must be made. {evil}"
+    model["constraints"][1]["description"] = image
+    stub_llm.answer_with(llm_json(model))
+    page.goto(live_server.url + "/")
+    page.get_by_label("The problem, in plain language").fill(text)
+    page.get_by_role("button", name="Formalize and solve").click()
+    job = result(page)
+    shown = job.locator(".problem-text")
+    expect(shown).to_contain_text(evil)
+    expect(shown).to_contain_text(image)
+    expect(job.locator("li.constraint[data-ref=tables_min] q.source")).to_contain_text(evil)
+    assert page.evaluate("window.__pwned") is None
+    assert job.locator("script, img").count() == 0
+    screenshot(page, "escaped")
+
+
+def test_the_page_fits_a_phone(live_server: LiveServer, phone_page: Page, screenshot: Screenshot) -> None:
+    page = phone_page
+    page.goto(live_server.url + "/")
+    screenshot(page, "start")
+    page.get_by_role("button", name="Banquet kitchen schedule").click()
+    expect(page.locator("#model-json")).to_have_value(re.compile("banquet_kitchen"))
+    page.locator("#model-form").get_by_role("button", name="Solve this model").click()
+    job = result(page)
+    expect(job.locator("[data-objective]")).to_have_text("150")
+    expect(job.locator("canvas[data-drawn]")).to_have_count(1)
+    widths = page.evaluate(
+        "[document.documentElement.scrollWidth, document.documentElement.clientWidth, window.innerWidth]"
+    )
+    assert widths[0] <= widths[1] <= 390, widths
+    screenshot(page, "schedule")
+
+
+def test_keyboard_focus_on_a_constraint_highlights_its_sentence(
+    live_server: LiveServer, page: Page, screenshot: Screenshot
+) -> None:
+    page.goto(live_server.url + "/")
+    page.get_by_role("button", name="Bakery: bread or cakes").click()
+    expect(page.locator("#model-json")).to_have_value(re.compile("bakery"))
+    page.locator("#model-form").get_by_role("button", name="Solve this model").click()
+    job = result(page)
+    sentence = job.locator(".problem-text mark[data-refs~=resources]")
+    expect(sentence).not_to_have_class(re.compile(r"\bhl\b"))
+    for _ in range(60):  # Tab through the page until a constraint row has the focus
+        page.keyboard.press("Tab")
+        if page.evaluate("document.activeElement.dataset.ref") == "resources":
+            break
+    else:
+        raise AssertionError("Tab never reached the constraint 'resources'")
+    expect(sentence).to_have_class(re.compile(r"\bhl\b"))
+    screenshot(page, "focused")
+    page.keyboard.press("Shift+Tab")  # back to the objective: its sentence now, not this one
+    expect(job.locator(".problem-text mark[data-refs~=objective]")).to_have_class(re.compile(r"\bhl\b"))
+    expect(sentence).not_to_have_class(re.compile(r"\bhl\b"))
+
+
+def test_without_an_llm_the_page_says_so_and_still_solves_a_pasted_model(
+    live_server_no_llm: LiveServer, page: Page, screenshot: Screenshot
+) -> None:
+    page.goto(live_server_no_llm.url + "/")
+    notice = page.locator("#llm-notice")
+    expect(notice).to_contain_text("No LLM is configured")
+    notice.get_by_text("How to configure one").click()
+    expect(notice).to_contain_text("OPTSCRIBE_LLM_MODEL")
+    expect(page.get_by_role("button", name="Formalize and solve")).to_be_disabled()
+    paste_and_solve(page, example("4_deliveries")["model"])
+    job = result(page)
+    expect(job.locator("[data-objective]")).to_have_text("350")
+    expect(job.locator("table.plan-table tr", has_text="ship[north,A]")).to_contain_text("30")
+    screenshot(page, "no-llm")
