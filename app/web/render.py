@@ -335,6 +335,7 @@ class Part:
     note: str = ""
     template: str = ""
     fields: dict[str, str] = field(default_factory=dict)  # editable fields of a constraint
+    quantifier: str = ""  # a constraint's for_each as LaTeX (\\forall r \\in R)
 
 
 @dataclass
@@ -520,8 +521,8 @@ def model_view(model: Model) -> ModelView:
     for c in model.constraints:
         tex = constraint_tex(c)
         plain = getattr(c, "expression", None) or c.template
+        quantifier = for_each_tex(c.for_each) if c.for_each else ""
         if c.for_each:
-            tex += f" \\qquad {for_each_tex(c.for_each)}"
             plain += f"   for each {c.for_each}"
         constraints.append(
             Part(
@@ -533,6 +534,7 @@ def model_view(model: Model) -> ModelView:
                 note=c.description or "",
                 template=c.template,
                 fields=constraint_fields(c),
+                quantifier=quantifier,
             )
         )
     return ModelView(
