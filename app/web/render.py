@@ -376,8 +376,8 @@ def set_tex(name: str, d: Any) -> str:
         lo, hi = d.range
         return f"{tex_name(name)} = \\{{{lo}, \\dots, {hi}\\}}"
     if isinstance(d, TableSet):
-        cols = d.column if d.column is not None else ", ".join(d.columns or [])
-        return f"{tex_name(name)} = {tex_text('values of ')}{tex_text(f'{d.table}.{cols}', 'texttt')}"
+        cols = d.column if d.column is not None else "(" + ", ".join(d.columns or []) + ")"
+        return f"{tex_name(name)} = {tex_text('the rows of ')}{tex_text(f'{d.table}.{cols}', 'texttt')}"
     return f"{tex_name(name)} = {_elements_tex(list(d))}"
 
 

@@ -19,7 +19,7 @@ from typing import Any
 from playwright.sync_api import Page, expect
 from shared_models import WORKSHOP_TEXT, llm_json, workshop_model
 
-from .conftest import LiveServer, Screenshot, StubLLM
+from .conftest import LiveServer, PageErrors, Screenshot, StubLLM
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "app" / "web" / "examples"
 JOB_TIMEOUT_MS = 30_000
@@ -109,7 +109,7 @@ def test_a_problem_in_words_is_formalized_and_shown_beside_its_sentences(
     sentence = job.locator(".problem-text mark[data-refs~=capacity]")
     expect(sentence).to_have_text("The shop has 100 units of wood and 90 hours of labor.")
     row = job.locator("li.constraint[data-ref=capacity]")
-    expect(row.locator(".katex")).to_be_visible()
+    expect(row.locator(".katex")).to_have_count(2)  # the constraint, and its "for each"
     expect(row.locator("q.source")).to_have_text("The shop has 100 units of wood and 90 hours of labor.")
     row.hover()
     expect(sentence).to_have_class(re.compile(r"\bhl\b"))
@@ -214,3 +214,62 @@ def test_without_an_llm_the_page_says_so_and_still_solves_a_pasted_model(
     expect(job.locator("[data-objective]")).to_have_text("350")
     expect(job.locator("table.plan-table tr", has_text="ship[north,A]")).to_contain_text("30")
     screenshot(page, "no-llm")
+
+
+def expect_refused(page: Page, page_errors: PageErrors, status: int) -> None:
+    """The refusal the test provoked reached the browser as an HTTP error answer, and nothing
+    else went wrong on the page."""
+    page_errors.wait_for(page, f"status of {status}")
+    assert not page_errors.failures, page_errors.failures
+
+
+def test_edit_a_constraint_export_the_model_and_see_a_bad_model_refused(
+    live_server: LiveServer, page: Page, page_errors: PageErrors, screenshot: Screenshot
+) -> None:
+    page.goto(live_server.url + "/")
+    paste_and_solve(page, example("1_bakery")["model"])
+    job = result(page)
+    expect(job.locator("[data-objective]")).to_have_text("342")
+    with page.expect_download() as download:
+        job.get_by_role("button", name="LP", exact=True).click()
+    assert download.value.suggested_filename == "bakery.lp"
+    lp = Path(download.value.path()).read_text()
+    assert "bake" in lp and "resources" in lp
+    orders = job.locator("li.constraint[data-ref=orders]")
+    orders.get_by_text("Edit orders").click()
+    orders.get_by_label("expression").fill("bake['bread'] >= 60")
+    orders.get_by_role("button", name="Re-solve with this change").click()
+    expect(page.locator("#run h2")).to_have_text("Solving with orders changed")
+    changed = result(page)
+    expect(changed.locator("table.plan-table tr", has_text="bake[bread]")).to_contain_text("60")
+    expect(changed.locator("li.constraint[data-ref=orders] q.source")).to_contain_text("at least 40 loaves")
+    # a model that is not JSON is refused where it was typed, with line and column
+    page.get_by_label("A model in the optscribe.model/v1 contract (JSON)").fill(
+        '{"schema": "optscribe.model/v1",'
+    )
+    page.locator("#model-form").get_by_role("button", name="Solve this model").click()
+    alert = page.locator("#run .error[role=alert]")
+    expect(alert).to_contain_text("malformed JSON")
+    expect(alert).to_contain_text("line 1, column")
+    screenshot(page, "refused")
+
+
+def test_with_api_keys_the_page_asks_for_one_and_sends_it(
+    make_live_server: Any, page: Page, page_errors: PageErrors, screenshot: Screenshot
+) -> None:
+    import hashlib
+
+    key = "web-form-key-" + "k" * 20
+    server = make_live_server(
+        OPTSCRIBE_API_KEYS_REQUIRED="true",
+        OPTSCRIBE_API_KEY_HASHES=hashlib.sha256(key.encode()).hexdigest(),
+    )
+    page.goto(server.url + "/")
+    paste_and_solve(page, example("1_bakery")["model"])
+    expect(page.locator("#toast")).to_contain_text("API key")  # refused without it, said plainly
+    expect_refused(page, page_errors, 401)
+    page.get_by_label("This server requires an API key").fill(key)
+    page.locator("#model-form").get_by_role("button", name="Solve this model").click()
+    job = result(page)  # streamed over /v1/jobs/{id}/events with the key as a header
+    expect(job.locator("[data-objective]")).to_have_text("342")
+    screenshot(page, "with-key")
