@@ -273,3 +273,30 @@ def test_with_api_keys_the_page_asks_for_one_and_sends_it(
     job = result(page)  # streamed over /v1/jobs/{id}/events with the key as a header
     expect(job.locator("[data-objective]")).to_have_text("342")
     screenshot(page, "with-key")
+
+
+def test_a_running_job_can_be_cancelled(
+    make_live_server: Any, stub_llm: StubLLM, page: Page, screenshot: Screenshot
+) -> None:
+    # A worker learns of a cancel at its next heartbeat (a third of the lease): a short lease
+    # lets the test wait for it before the held LLM answers.
+    server = make_live_server(OPTSCRIBE_JOB_LEASE_SECONDS="0.6")
+    stub_llm.hold()  # the formalization waits on the LLM until released
+    page.goto(server.url + "/")
+    page.get_by_label("The problem, in plain language").fill(WORKSHOP_TEXT)
+    page.get_by_role("button", name="Formalize and solve").click()
+    stub_llm.wait_for_requests(1)
+    expect(page.locator("#run .stages")).to_contain_text("Writing the model from the text (LLM)")
+    page.locator("#run").get_by_role("button", name="Cancel").click()
+    with server.client() as http:
+        job_id = str(page.locator("#run [data-job-id]").get_attribute("data-job-id"))
+        for _ in range(100):
+            if http.get(f"/v1/jobs/{job_id}").json()["cancel_requested"]:
+                break
+            page.wait_for_timeout(50)
+    page.wait_for_timeout(600)  # a heartbeat or two
+    stub_llm.release()
+    job = result(page)
+    expect(job.get_by_role("heading", level=2)).to_have_text("Cancelled")
+    expect(page.locator("#run [data-status]")).to_have_text("Cancelled")
+    screenshot(page, "cancelled")

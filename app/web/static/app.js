@@ -220,6 +220,25 @@
 
   // ------------------------------------------------------------------ job progress
 
+  const WORDS = {
+    queued: "Queued",
+    running: "Running",
+    needs_input: "Waiting for your answers",
+    succeeded: "Finished",
+    failed: "Failed",
+    cancelled: "Cancelled",
+    formalizing: "Writing the model from the text (LLM)",
+    starting: "Starting the solver",
+    lowering: "Building the solver model",
+    solving: "Solving",
+    explaining: "Explaining why there is no plan",
+    done: "Done",
+  };
+
+  function words(name) {
+    return Object.prototype.hasOwnProperty.call(WORDS, name) ? WORDS[name] : String(name);
+  }
+
   function addStage(list, text) {
     const last = list.lastElementChild;
     if (last && last.textContent === text) return;
@@ -232,12 +251,12 @@
     const list = el.querySelector(".stages");
     const status = el.querySelector("[data-status]");
     if (kind === "status" && data.status) {
-      if (status) status.textContent = data.status;
-      addStage(list, "status: " + data.status);
+      if (status) status.textContent = words(data.status);
+      addStage(list, words(data.status));
       return data.status;
     }
     if (kind === "stage" && data.stage) {
-      addStage(list, "stage: " + data.stage);
+      addStage(list, words(data.stage));
       return null;
     }
     if (kind === "log") {
@@ -251,7 +270,7 @@
           pre.textContent = lines.slice(-MAX_LOG_LINES).join("\n");
         }
       } else if (data.stage) {
-        addStage(list, "stage: " + data.stage);
+        addStage(list, words(data.stage));
       }
     }
     return null;
