@@ -251,8 +251,9 @@
     const list = el.querySelector(".stages");
     const status = el.querySelector("[data-status]");
     if (kind === "status" && data.status) {
-      if (status) status.textContent = words(data.status);
-      addStage(list, words(data.status));
+      const said = data.cancel_requested && !TERMINAL.has(data.status) ? "Cancel requested" : words(data.status);
+      if (status) status.textContent = said;
+      addStage(list, said);
       return data.status;
     }
     if (kind === "stage" && data.stage) {
