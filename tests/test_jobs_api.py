@@ -25,7 +25,7 @@ from typing import Any
 import httpx2
 import pytest
 from fastapi.testclient import TestClient
-from llm_stub import ScriptedLLM, stub_settings
+from llm_stub import ScriptedLLM, answer, stub_settings
 from test_pipeline import TEXT, good_model, llm_json
 
 from app.api import create_app
@@ -251,6 +251,24 @@ def test_cancel_while_running_stops_the_solve(make: Factory) -> None:
     job = wait_for(client, job_id, TERMINAL, timeout=10)
     assert job["status"] == "cancelled", job
     assert time.monotonic() - t0 < 5  # the heartbeat saw it and the solver child was stopped
+
+
+def test_cancel_while_the_llm_answers_ends_cancelled_not_solved(make: Factory) -> None:
+    """The cancel comes while the LLM is still writing the model, and the model arrives well
+    before the next heartbeat would be due (a 30 s lease): the job must not go on to solve."""
+    llm = ScriptedLLM(answer(llm_json(good_model()), delay=1.5))
+    s = stub_settings()
+    client = make(pipeline=lambda: Pipeline(client=llm.client(s), settings=s), job_lease_seconds=30.0)
+    job_id = client.post("/v1/jobs", json={"text": TEXT}).json()["id"]
+    deadline = time.monotonic() + 10
+    while client.get(f"/v1/jobs/{job_id}").json()["stage"] != "formalizing":
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    r = client.post(f"/v1/jobs/{job_id}/cancel")
+    assert r.status_code == 200 and r.json()["cancel_requested"], r.json()
+    job = wait_for(client, job_id, TERMINAL, timeout=15)
+    assert job["status"] == "cancelled", job
+    assert job["result"] is None  # nothing was solved
 
 
 def test_a_solve_that_overruns_is_killed_at_its_limit(make: Factory) -> None:

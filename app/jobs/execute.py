@@ -101,7 +101,8 @@ class _Lease:
         self._thread.join(timeout=5)
 
     def _run(self) -> None:
-        interval = max(0.05, self.lease_seconds / 3)
+        # The beat is also how a running job hears of a cancel: at least once a second.
+        interval = max(0.05, min(1.0, self.lease_seconds / 3))
         while not self._done.wait(interval):
             if not self.beat():
                 return
@@ -247,6 +248,8 @@ def _execute(
     formalization: Formalization | None = None
 
     def stopped() -> ExecutionResult | None:
+        if not lease.stop.is_set():
+            lease.beat()  # a cancel that came while the LLM was answering, heard now
         if lease.lost.is_set():
             return "lost"
         if lease.stop.is_set():
