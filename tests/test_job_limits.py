@@ -116,3 +116,14 @@ def test_a_batch_with_too_many_lines_is_422(setup: tuple[TestClient, JobStore]) 
     assert r.status_code == 422
     assert "at most 3 lines" in r.json()["error"]["message"]
     assert stored(store) == 0
+
+
+def test_a_model_may_bring_its_words_within_the_text_limit(setup: tuple[TestClient, JobStore]) -> None:
+    client, store = setup
+    ok = client.post("/v1/jobs", json={"model": furniture(), "source_text": "A shop makes chairs."})
+    assert ok.status_code == 202, ok.text
+    job = store.load_job(ok.json()["id"])
+    assert job is not None and job.kind == "solve" and job.request["source_text"] == "A shop makes chairs."
+    long = client.post("/v1/jobs", json={"model": furniture(), "source_text": "a" * 201})
+    assert long.status_code == 422 and long.json()["error"]["code"] == "too_large"
+    assert stored(store) == 1

@@ -346,6 +346,26 @@ def test_an_infeasible_job_shows_its_conflict_and_a_suggestion_starts_a_new_job(
     assert fixed.result is not None and fixed.result["status"] in ("optimal", "infeasible")
 
 
+def test_a_resolve_keeps_the_problems_words(client: TestClient, store: JobStore) -> None:
+    """A model sent with its words (the page's text box) keeps them through a suggestion and an
+    edit, so every later result still marks the model's sentences in the person's own text."""
+    model = golden("staffing_infeasible")
+    words = "Our team. " + " ".join(str(c["source"]) for c in model["constraints"] if c.get("source"))
+    r = client.post("/ui/jobs/model", data={"model_json": json.dumps(model), "text": words})
+    job_id = job_id_of(r.text)
+    assert store.load_job(job_id).request["source_text"] == words  # type: ignore[union-attr]
+    finish_solved(store, job_id)
+    html = client.get(f"/ui/jobs/{job_id}").text
+    assert "Our team." in html and '<mark class="src conflict"' in html
+    relaxed_id = job_id_of(client.post(f"/ui/jobs/{job_id}/relax", data={"which": "0"}).text)
+    assert store.load_job(relaxed_id).request["source_text"] == words  # type: ignore[union-attr]
+    finish_solved(store, relaxed_id)
+    assert "Our team." in client.get(f"/ui/jobs/{relaxed_id}").text
+    # over the API too: with a model only, never alone
+    r = client.post("/v1/jobs", json={"source_text": words})
+    assert r.status_code == 422 and "source_text" in r.text
+
+
 def test_a_suggestion_that_does_not_exist_is_shown_as_an_error(client: TestClient, store: JobStore) -> None:
     job_id = submit_model(client, golden("staffing_infeasible"))
     finish_solved(store, job_id)
@@ -369,7 +389,13 @@ def test_editing_a_constraint_starts_a_job_with_the_change(client: TestClient, s
     broken = client.post(
         f"/ui/jobs/{job_id}/constraints/tables_min", data={"field_expression": "x['table' >="}
     )
-    assert broken.status_code == 200  # accepted: the worker's check reports the expression
+    assert broken.status_code == 422  # the checker's answer, where the person typed; no job
+    assert "nothing was started" in broken.text and "tables_min" in broken.text
+    unknown = client.post(
+        f"/ui/jobs/{job_id}/constraints/tables_min", data={"field_expression": "x['table'] >= minimum"}
+    )
+    assert unknown.status_code == 422 and "minimum" in unknown.text
+    assert sum(store.counts_by_status().values()) == 2  # the first job and the good edit only
 
 
 @pytest.mark.parametrize(

@@ -114,6 +114,11 @@ class JobIn(BaseModel):
 
     model: dict[str, Any] | None = Field(default=None, description="a model (optscribe.model/v1 contract)")
     text: str | None = Field(default=None, min_length=1, description="a problem in plain language")
+    source_text: str | None = Field(
+        default=None,
+        description="with a model: the problem in words the model was written from, kept with the job "
+        "(the web form marks the model's sentences in it); it is not formalized",
+    )
     tables: dict[str, Table] = Field(default_factory=dict, description="data tables by name (with text)")
     answers: dict[str, str] = Field(default_factory=dict, description="answers to questions, by question")
     mode: Literal["single", "staged"] | None = Field(default=None, description="formalization mode")
@@ -121,6 +126,8 @@ class JobIn(BaseModel):
 
     @model_validator(mode="after")
     def _exactly_one(self) -> JobIn:
+        if self.source_text is not None and self.model is None:
+            raise ValueError("'source_text' goes with 'model'; to formalize words, send them as 'text'")
         if (self.model is None) == (self.text is None):
             raise ValueError("give exactly one of 'model' or 'text'")
         if self.model is not None and (self.tables or self.answers or self.mode):
@@ -133,7 +140,10 @@ class JobIn(BaseModel):
     def for_store(self) -> dict[str, Any]:
         """The request as the job store keeps it (and hashes it for idempotency)."""
         if self.model is not None:
-            return {"model": self.model, "options": self.options.for_store()}
+            out: dict[str, Any] = {"model": self.model, "options": self.options.for_store()}
+            if self.source_text is not None:
+                out["source_text"] = self.source_text
+            return out
         body: dict[str, Any] = {
             "text": self.text,
             "tables": {name: t.model_dump(mode="json", exclude_none=True) for name, t in self.tables.items()},
@@ -230,10 +240,11 @@ def validate_job(body: JobIn, settings: Settings) -> None:
             f"a time limit of {limit:g} s is more than the {settings.job_time_limit_max:g} s a job may take",
             details={"time_limit": limit, "limit": settings.job_time_limit_max},
         )
-    if body.text is not None and len(body.text) > settings.job_text_max_chars:
+    text = body.text if body.text is not None else body.source_text
+    if text is not None and len(text) > settings.job_text_max_chars:
         raise TooLargeForJob(
-            f"the problem text has {len(body.text)} characters; the limit is {settings.job_text_max_chars}",
-            details={"characters": len(body.text), "limit": settings.job_text_max_chars},
+            f"the problem text has {len(text)} characters; the limit is {settings.job_text_max_chars}",
+            details={"characters": len(text), "limit": settings.job_text_max_chars},
         )
     if body.model is not None:
         from .routes_sync import estimate_columns

@@ -195,11 +195,36 @@ async def _start(
     except ValidationError as e:
         issues = request_issues(e.errors(include_url=False))
         return _issues_fragment(request, "invalid_request", "the request has problems", issues)
+    if job_in.model is not None:
+        found = await run_in_threadpool(precheck, job_in.model, services.settings.sync_model_max_variables)
+        if found:
+            return _issues_fragment(
+                request, "check_failed", "the model has problems; nothing was started", found
+            )
     try:
         job = await submit_job(job_in, store, caller, services.settings, services)
     except Exception as e:  # worded by the one mapper; an unforeseen error is logged there
         return _error_fragment(request, e)
     return _html(request, "progress.html", {"job": job, "title": title or _job_title(job)})
+
+
+def precheck(data: dict[str, Any], max_variables: int) -> list[dict[str, Any]]:
+    """The checker's errors for a model a person pasted or edited, before a job is started
+    for it, so they are shown where the person is typing. Only for models small enough to
+    check at once (``max_variables``, counted from the set sizes); a larger one, or one the
+    contract refuses, goes on to the job, whose validation and check report it."""
+    from app.api.routes_sync import estimate_columns
+    from solvers.check import check, errors
+
+    try:
+        model = load_model(data)
+    except ModelError:
+        return []  # worded by the job submission, in the one error shape
+    columns = estimate_columns(model)
+    if columns is None or columns > max_variables:
+        return []
+    issues, _ = check(model)
+    return [i.to_dict() for i in errors(issues)]
 
 
 def _job_title(job: Job) -> str:
@@ -261,12 +286,22 @@ async def submit_model(
     store: JobStoreDep,
     caller: CallerDep,
     model_json: Annotated[str, Form(max_length=5_000_000)] = "",
+    source_text: Annotated[str, Form(max_length=200_000)] = "",
+    text: Annotated[str, Form(max_length=200_000)] = "",
 ) -> HTMLResponse:
-    """A model pasted or edited by hand (contract JSON): a solve job; no LLM needed."""
+    """A model pasted or edited by hand (contract JSON): a solve job; no LLM needed.
+
+    The problem's words go with it when there are any (``source_text`` from the editor of an
+    earlier job, else the text box of the page), so the result marks the model's sentences in
+    them; they are not formalized."""
     data, issues = _parse_model_json(model_json)
     if data is None:
         return _issues_fragment(request, "invalid_json", "the model is not valid JSON", issues)
-    return await _start(request, services, store, caller, {"model": data})
+    body: dict[str, Any] = {"model": data}
+    words = source_text if source_text.strip() else text
+    if words.strip():
+        body["source_text"] = words
+    return await _start(request, services, store, caller, body)
 
 
 # ----------------------------------------------------------------------------- a job
@@ -299,6 +334,21 @@ def _load(model_json: dict[str, Any] | None) -> Model | None:
         return None
 
 
+def job_text(job: Job) -> str | None:
+    """The problem in words behind a job: the text it formalized, or the one sent with its model."""
+    text = job.request.get("text", job.request.get("source_text"))
+    return text if isinstance(text, str) else None
+
+
+def _resolve_body(job: Job, model: dict[str, Any]) -> dict[str, Any]:
+    """A new job solving ``model`` (an edit of ``job``'s), keeping ``job``'s words and options."""
+    body: dict[str, Any] = {"model": model, "options": job.request.get("options") or {}}
+    text = job_text(job)
+    if text is not None:
+        body["source_text"] = text
+    return body
+
+
 def job_context(job: Job) -> dict[str, Any]:
     """Everything the job fragment shows, computed from the stored job."""
     result: dict[str, Any] = dict(job.result) if isinstance(job.result, dict) else {}
@@ -309,7 +359,7 @@ def job_context(job: Job) -> dict[str, Any]:
     explanation = (solve or {}).get("explanation") or None
     flagged = render.conflict_keys(explanation)
     view = render.model_view(model) if model is not None else None
-    text = job.request.get("text")
+    text = job_text(job)
     highlighted = None
     found: set[str] = set()
     sentences: list[Markup] | None = None
@@ -416,7 +466,7 @@ async def relax(
         model = await run_in_threadpool(_relaxed, job, which)
     except Exception as e:  # a suggestion the model cannot take: ModelError, worded for people
         return _error_fragment(request, e, "The suggestion could not be applied")
-    body = {"model": model, "options": job.request.get("options") or {}}
+    body = _resolve_body(job, model)
     return await _start(request, services, store, caller, body, "Solving with the suggestion applied")
 
 
@@ -472,5 +522,5 @@ async def edit_constraint(
         edited = edited_constraint(model, cid, fields)
     except ModelError as e:
         return _error_fragment(request, e)
-    body = {"model": edited, "options": job.request.get("options") or {}}
+    body = _resolve_body(job, edited)
     return await _start(request, services, store, caller, body, f"Solving with {cid} changed")
