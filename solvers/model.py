@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StringConstraints,
@@ -79,6 +80,18 @@ Expression = Annotated[str, StringConstraints(max_length=MAX_EXPRESSION_CHARS)]
 Text = Annotated[str, StringConstraints(max_length=MAX_TEXT_CHARS)]
 Element = Union[Annotated[str, StringConstraints(max_length=MAX_NAME_CHARS)], int]
 
+
+def _not_bool(v: Any) -> Any:
+    # JSON true and false are not numbers, though pydantic would read them as 1 and 0;
+    # lowering refuses them inside 'values' ("is not a number"), and so does the contract.
+    if isinstance(v, bool):
+        raise ValueError("true/false is not a number")
+    return v
+
+
+Number = Annotated[float, BeforeValidator(_not_bool)]
+Whole = Annotated[int, BeforeValidator(_not_bool)]
+
 _STRICT = ConfigDict(extra="forbid", populate_by_name=True, allow_inf_nan=False)
 
 
@@ -92,7 +105,7 @@ class _Strict(BaseModel):
 class RangeSet(_Strict):
     """Whole numbers from ``range[0]`` to ``range[1]``, both included."""
 
-    range: tuple[int, int]
+    range: tuple[Whole, Whole]
 
     @field_validator("range")
     @classmethod
@@ -134,12 +147,12 @@ class Parameter(_Strict):
     """
 
     index: list[Name] = Field(default_factory=list)
-    value: float | None = None
+    value: Number | None = None
     values: dict[str, Any] | list[Any] | None = None
     table: Name | None = None
     index_columns: list[Name] | None = None
     column: Name | None = None
-    default: float | None = None
+    default: Number | None = None
     description: Text | None = None
     unit: Annotated[str, StringConstraints(max_length=64)] | None = None
 
@@ -165,7 +178,7 @@ class Parameter(_Strict):
 # --------------------------------------------------------------------------- variables
 
 Domain = Literal["continuous", "integer", "binary", "boolean", "interval"]
-Bound = Union[float, Name, None]
+Bound = Union[Number, Name, None]
 
 
 class Variable(_Strict):
@@ -181,9 +194,9 @@ class Variable(_Strict):
     domain: Domain = "continuous"
     lower: Bound = 0.0
     upper: Bound = None
-    duration: float | Name | None = None
-    start: tuple[float | Name, float | Name] | None = None
-    end: tuple[float | Name, float | Name] | None = None
+    duration: Number | Name | None = None
+    start: tuple[Number | Name, Number | Name] | None = None
+    end: tuple[Number | Name, Number | Name] | None = None
     description: Text | None = None
     source: Text | None = None
     unit: Annotated[str, StringConstraints(max_length=64)] | None = None
@@ -265,7 +278,7 @@ class EitherOr(_Constraint):
 
 class CountingConstraint(_Constraint):
     template: Literal["at_most_k", "at_least_k", "exactly_k"]
-    k: int | Name
+    k: Whole | Name
     options: ExprList
 
 
@@ -278,14 +291,14 @@ class FixedCharge(_Constraint):
     template: Literal["fixed_charge"]
     variable: Expression
     indicator: Expression
-    upper: float | Expression
+    upper: Number | Expression
 
 
 class SemiContinuous(_Constraint):
     template: Literal["semi_continuous"]
     variable: Expression
-    lower: float | Expression
-    upper: float | Expression
+    lower: Number | Expression
+    upper: Number | Expression
 
 
 class NoOverlap(_Constraint):
@@ -297,14 +310,14 @@ class Precedence(_Constraint):
     template: Literal["precedence"]
     before: Expression
     after: Expression
-    lag: float | Expression = 0.0
+    lag: Number | Expression = 0.0
 
 
 class Cumulative(_Constraint):
     template: Literal["cumulative"]
     intervals: ExprList
     demands: ExprList
-    capacity: float | Expression
+    capacity: Number | Expression
 
 
 class Clause(_Constraint):

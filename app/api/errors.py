@@ -16,6 +16,7 @@ logs the traceback; no answer ever carries one.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Mapping, Sequence
 from http import HTTPStatus
 from typing import Any
@@ -23,6 +24,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.formparsers import MultiPartException
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -64,6 +66,9 @@ __all__ = [
 log = logging.getLogger("optscribe.api")
 
 INTERNAL_MESSAGE = "optscribe failed to answer this request; the error is logged on the server."
+
+_PATH_PARAM = re.compile(r"\{[^{}/]+\}")  # a parameter in an OpenAPI path template
+_HTTP_METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
 
 # Codes for answers Starlette or FastAPI produce themselves (unknown route, wrong method, ...).
 _HTTP_CODES = {
@@ -267,6 +272,9 @@ def to_response(exc: BaseException) -> Response:
         n = len(errors)
         return _answer(422, "invalid_request", f"the request has {n} problem(s)", issues=issues)
     if isinstance(exc, StarletteHTTPException):
+        unreadable = _unreadable_body(exc)
+        if unreadable is not None:
+            return unreadable
         status = exc.status_code
         code = _HTTP_CODES.get(status, "http_error")
         message = exc.detail if isinstance(exc.detail, str) else _phrase(status)
@@ -322,8 +330,61 @@ def to_response(exc: BaseException) -> Response:
     return _answer(500, "internal", INTERNAL_MESSAGE)
 
 
+def _unreadable_body(exc: StarletteHTTPException) -> Response | None:
+    """The 422 for a body FastAPI or Starlette could not even parse, or None.
+
+    FastAPI turns a body that ``json.loads`` rejects with a ``JSONDecodeError`` into a
+    validation error (our 422 ``invalid_json``), but one that is not UTF-8, or nested past
+    Python's recursion limit, into a bare 400 "There was an error parsing the body";
+    Starlette answers a broken multipart body with a bare 400 too. Each is a request the
+    service cannot read, answered like any other: 422 with an issue that says why.
+    """
+    if exc.status_code != 400:
+        return None
+    cause = exc.__cause__
+    if isinstance(cause, UnicodeDecodeError):
+        message = f"malformed JSON: the body is not UTF-8 ({cause.reason} at byte {cause.start})"
+        issue = Issue(code="json", message=message, fix="send the body encoded as UTF-8")
+        return _answer(422, "invalid_json", "the request body is not valid JSON", issues=[issue.to_dict()])
+    if isinstance(cause, RecursionError):
+        message = "malformed JSON: arrays or objects nested too deeply to read"
+        issue = Issue(code="json", message=message, fix="nest arrays and objects at most a few hundred deep")
+        return _answer(422, "invalid_json", "the request body is not valid JSON", issues=[issue.to_dict()])
+    # Starlette raises its 400 while handling the parser's exception: the context, not the cause.
+    if isinstance(exc.__context__, MultiPartException):
+        message = f"malformed multipart/form-data ({str(exc.detail).rstrip('.')})"
+        fix = "send the file as a multipart/form-data part, as HTTP clients' file uploads do"
+        issue = Issue(code="multipart", message=message, fix=fix)
+        msg = "the request body is not valid multipart/form-data"
+        return _answer(422, "invalid_request", msg, issues=[issue.to_dict()])
+    return None
+
+
+def _allowed_methods(request: Request) -> str | None:
+    """The methods the API documents for the request's path, for ``Allow`` on a 405; None
+    for a path it does not document.
+
+    Starlette's 405 names only the methods of the first route that matched the path, so
+    ``OPTIONS /v1/jobs`` would say ``Allow: POST`` although ``GET /v1/jobs`` exists too.
+    """
+    path = request.url.path
+    methods: set[str] = set()
+    for template, item in request.app.openapi().get("paths", {}).items():
+        pattern = "[^/]+".join(re.escape(part) for part in _PATH_PARAM.split(template))
+        if re.fullmatch(pattern, path):
+            methods.update(m.upper() for m in item if m in _HTTP_METHODS)
+    if "GET" in methods:
+        methods.add("HEAD")  # Starlette answers HEAD wherever GET is routed
+    return ", ".join(sorted(methods)) if methods else None
+
+
 async def _handler(request: Request, exc: Exception) -> Response:
-    return to_response(exc)
+    response = to_response(exc)
+    if response.status_code == 405:
+        allowed = _allowed_methods(request)
+        if allowed is not None:
+            response.headers["Allow"] = allowed
+    return response
 
 
 def install(app: FastAPI) -> None:
