@@ -9,11 +9,12 @@ DEST=app/web/static/vendor
 KATEX=katex@0.16.29        # the long-lived 0.16 line, the one KaTeX's documentation describes
 HTMX=htmx.org@2.0.11       # htmx 2.x (4.x is a new major with a changed API)
 CHARTJS=chart.js@4.5.1     # Chart.js 4.x, floating horizontal bars serve as the Gantt chart
+SWAGGER=swagger-ui-dist@5.35.0  # the API's /docs page (FastAPI would load it from a CDN)
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 rm -rf "$DEST"
-mkdir -p "$DEST/katex/fonts" "$DEST/htmx" "$DEST/chartjs"
+mkdir -p "$DEST/katex/fonts" "$DEST/htmx" "$DEST/chartjs" "$DEST/swagger-ui"
 
 {
   echo "# Vendored front-end assets"
@@ -54,11 +55,18 @@ cp "$work/chartjs/package/dist/chart.umd.min.js" "$DEST/chartjs/" 2>/dev/null \
   || cp "$work/chartjs/package/dist/chart.umd.js" "$DEST/chartjs/chart.umd.min.js"
 cp "$work/chartjs/package/LICENSE.md" "$DEST/chartjs/LICENSE.md"
 
+fetch "$SWAGGER" swagger
+cp "$work/swagger/package/swagger-ui-bundle.js" "$work/swagger/package/swagger-ui.css" \
+  "$work/swagger/package/favicon-32x32.png" "$DEST/swagger-ui/"
+cp "$work/swagger/package/LICENSE" "$DEST/swagger-ui/LICENSE"
+cp "$work/swagger/package/NOTICE" "$DEST/swagger-ui/NOTICE" 2>/dev/null || true
+
 {
   echo
   echo "Files: \`katex/katex.min.js\`, \`katex/katex.min.css\`, \`katex/fonts/*.woff2\` (the CSS also"
   echo "names .woff and .ttf fallbacks; every browser that runs the page loads woff2),"
-  echo "\`htmx/htmx.min.js\`, \`chartjs/chart.umd.min.js\`."
+  echo "\`htmx/htmx.min.js\`, \`chartjs/chart.umd.min.js\`; for the API's \`/docs\` page,"
+  echo "\`swagger-ui/swagger-ui-bundle.js\`, \`swagger-ui/swagger-ui.css\`, \`swagger-ui/favicon-32x32.png\`."
 } >> "$work/VENDOR.md"
 cp "$work/VENDOR.md" "$DEST/VENDOR.md"
 echo "vendored into $DEST:"

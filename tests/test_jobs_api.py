@@ -165,6 +165,7 @@ def test_submit_answers_202_with_location_then_succeeds(make: Factory) -> None:
     assert len(first["data"]) == 1 and first["has_more"]
     second = client.get("/v1/jobs", params={"limit": 1, "cursor": first["next_cursor"]}).json()
     assert second["data"][0]["id"] == job_id and not second["has_more"]
+    assert client.get("/v1/jobs", params={"limit": 1, "cursor": ""}).json()["data"] == first["data"]
     bad = client.get("/v1/jobs", params={"cursor": "nope"})
     assert bad.status_code == 422 and bad.json()["error"]["code"] == "invalid_cursor"
     assert client.get("/v1/jobs/doesnotexist").status_code == 404

@@ -142,6 +142,13 @@ def test_static_files_and_vendored_assets_are_served(client: TestClient) -> None
         assert (ROOT / "app" / "web" / "static" / "vendor" / license_file).is_file()
 
 
+def test_the_api_docs_page_uses_the_vendored_swagger_ui(client: TestClient) -> None:
+    html = client.get("/docs").text
+    assert "/static/vendor/swagger-ui/swagger-ui-bundle.js" in html and "cdn" not in html.lower()
+    assert client.get("/static/vendor/swagger-ui/swagger-ui-bundle.js").status_code == 200
+    assert client.get("/redoc").status_code == 404
+
+
 def test_no_asset_comes_from_a_cdn() -> None:
     web = ROOT / "app" / "web"
     for f in [*web.glob("templates/*.html"), web / "static" / "app.js", web / "static" / "app.css"]:

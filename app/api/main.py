@@ -21,6 +21,8 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
 from app.jobs.store import JobStore
@@ -109,6 +111,10 @@ def create_app(
         version=_version(),
         description=DESCRIPTION,
         lifespan=lifespan,
+        # /docs is served below from the app's own copy of Swagger UI: FastAPI's default page
+        # loads it from a CDN, which an offline user cannot reach. No ReDoc (CDN only).
+        docs_url=None,
+        redoc_url=None,
         openapi_tags=[
             {"name": "solve", "description": "Solve and export models written in the contract"},
             {"name": "formalize", "description": "From a problem in words to a model (needs an LLM)"},
@@ -149,6 +155,17 @@ def _add_web_form(app: FastAPI) -> None:
     app.include_router(page_router)
     app.include_router(ui_router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        """The OpenAPI documentation, with Swagger UI from /static (vendored from npm)."""
+        return get_swagger_ui_html(
+            openapi_url=app.openapi_url or "/openapi.json",
+            title="optscribe API",
+            swagger_js_url="/static/vendor/swagger-ui/swagger-ui-bundle.js",
+            swagger_css_url="/static/vendor/swagger-ui/swagger-ui.css",
+            swagger_favicon_url="/static/vendor/swagger-ui/favicon-32x32.png",
+        )
 
 
 def _counts(store: JobStore) -> JobCounts:

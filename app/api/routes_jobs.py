@@ -328,7 +328,7 @@ async def list_jobs(
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     cursor: Annotated[str | None, Query(max_length=500, description="`next_cursor` of the last page")] = None,
 ) -> JSONResponse:
-    page, next_cursor = await run_in_threadpool(store.list_jobs, caller, limit, cursor)
+    page, next_cursor = await run_in_threadpool(store.list_jobs, caller, limit, cursor or None)
     return JSONResponse(
         {
             "object": "list",

@@ -19,11 +19,20 @@ def test_chromium_reads_the_live_service(live_server: LiveServer, page: Page, sc
     assert response is not None and response.status == 200
     assert json.loads(page.locator("pre").first.inner_text()) == {"status": "ok"}
     assert screenshot(page, "healthz").stat().st_size > 0
-    # Not /docs: Swagger UI loads its scripts from a CDN, out of reach here.
     page.goto(live_server.url + "/openapi.json")
     document = json.loads(page.locator("pre").first.inner_text())
     assert document["info"]["title"] == "optscribe"
     assert "/v1/formalize" in document["paths"]
+
+
+def test_the_api_docs_work_offline(live_server: LiveServer, page: Page, screenshot: Screenshot) -> None:
+    """/docs is Swagger UI from the app's own static files: this browser reaches no CDN, and a
+    script or style it could not load would fail the test (the page_errors fixture)."""
+    page.goto(live_server.url + "/docs")
+    page.locator(".swagger-ui .info .title").filter(has_text="optscribe").wait_for()
+    page.locator(".opblock-summary-path", has_text="/v1/solve").first.wait_for()
+    assert page.locator(".opblock").count() >= 15
+    screenshot(page, "docs")
 
 
 def test_formalize_answers_with_the_stub_llm(live_server: LiveServer, stub_llm: StubLLM) -> None:
