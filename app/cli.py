@@ -424,6 +424,7 @@ def export(
 
 
 def _register_more() -> None:
+    from .cli_fix import register as register_fix
     from .cli_formalize import register as register_formalize
     from .cli_serve import register as register_serve
     from .cli_settings import register as register_settings
@@ -435,6 +436,7 @@ def _register_more() -> None:
     register_serve(app)
     register_worker(app)
     register_settings(app)
+    register_fix(app, _exit_codes, render_result, _read_model)
 
 
 _register_more()
