@@ -135,10 +135,10 @@ def test_static_files_and_vendored_assets_are_served(client: TestClient) -> None
         assert r.status_code == 200, path
         assert kind in r.headers["content-type"], (path, r.headers["content-type"])
     vendor = (ROOT / "app" / "web" / "static" / "vendor" / "VENDOR.md").read_text()
-    for package in ("katex", "htmx.org", "chart.js"):
+    for package in ("katex", "htmx.org", "chart.js", "swagger-ui-dist"):
         assert f"| {package} |" in vendor
-    assert vendor.count("sha512-") == 3
-    for license_file in ("katex/LICENSE", "htmx/LICENSE", "chartjs/LICENSE.md"):
+    assert vendor.count("sha512-") == 4
+    for license_file in ("katex/LICENSE", "htmx/LICENSE", "chartjs/LICENSE.md", "swagger-ui/LICENSE"):
         assert (ROOT / "app" / "web" / "static" / "vendor" / license_file).is_file()
 
 

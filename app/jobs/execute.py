@@ -26,7 +26,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from app.errors import (
@@ -51,8 +51,8 @@ PipelineFactory = Callable[[], Pipeline]
 #: How a job ended from this worker's point of view.
 ExecutionResult = str  # succeeded | failed | cancelled | needs_input | lost
 
-_FLUSH_LINES = 50  # log events written to the store at once, at most
-_FLUSH_SECONDS = 0.25  # and at least this often while lines come in
+_FLUSH_LINES = 200  # events written to the store at once, at most
+_FLUSH_SECONDS = 0.25  # an event waits at most about this long (a short job's go with its end)
 
 _OUTCOME_ERRORS = {
     "invalid_model": "invalid_model",
@@ -89,6 +89,7 @@ class _Lease:
         self.lease_seconds = lease_seconds
         self.stop = threading.Event()  # cancel the solve (cancelled or lost)
         self.lost = threading.Event()  # the lease went to someone else: do not finish
+        self.on_tick: Callable[[], None] | None = None  # called a few times a second (events)
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"heartbeat-{job_id[:8]}", daemon=True)
 
@@ -103,9 +104,15 @@ class _Lease:
     def _run(self) -> None:
         # The beat is also how a running job hears of a cancel: at least once a second.
         interval = max(0.05, min(1.0, self.lease_seconds / 3))
-        while not self._done.wait(interval):
-            if not self.beat():
-                return
+        tick = min(interval, _FLUSH_SECONDS)
+        next_beat = time.monotonic() + interval
+        while not self._done.wait(tick):
+            if self.on_tick is not None:
+                self.on_tick()
+            if time.monotonic() >= next_beat:
+                next_beat = time.monotonic() + interval
+                if not self.beat():
+                    return
 
     def beat(self) -> bool:
         """One heartbeat; False (and ``stop`` set) when the job must stop."""
@@ -126,41 +133,75 @@ class _Lease:
 
 
 class _Events:
-    """The solve's events into the store: stages at once, log lines in small batches."""
+    """The solve's events (stages, log lines) into the store, in batches.
+
+    An event waits until the oldest one waiting is ``_FLUSH_SECONDS`` old (the lease's
+    ticker, or the next event, writes them then) or ``_FLUSH_LINES`` are waiting; what is
+    still waiting at the end goes into the job's finish, in the same transaction. So a
+    solve of a few milliseconds costs one commit at its end instead of one per stage, and a
+    long one still shows its stages and log within about a quarter of a second.
+    """
 
     def __init__(self, store: JobStore, job_id: str) -> None:
         self.store = store
         self.job_id = job_id
-        self._lines: list[tuple[EventType, Mapping[str, Any]]] = []
-        self._last = time.monotonic()
+        self._pending: list[tuple[EventType, Mapping[str, Any]]] = []
+        self._since: float | None = None  # when the oldest waiting event came
+        self._lock = threading.Lock()  # the list
+        self._writing = threading.Lock()  # one write at a time, in order
 
     def __call__(self, kind: str, data: dict[str, Any]) -> None:
-        try:
-            if kind == "stage":
-                self.flush()
-                stage = str(data.get("stage") or "solving")
-                if stage == "done":
-                    self._lines.append(("log", {"stage": "done", **data}))
-                    self.flush()
-                    return
-                self.store.set_stage(self.job_id, stage)
-                extra = {k: v for k, v in data.items() if k != "stage"}
+        items: list[tuple[EventType, Mapping[str, Any]]]
+        if kind == "stage":
+            stage = str(data.get("stage") or "solving")
+            extra = {k: v for k, v in data.items() if k != "stage"}
+            if stage == "done":  # the job's finish sets its stage; its figures are a log line
+                items = [("log", {"stage": "done", **extra})]
+            else:
+                items = [("stage", {"stage": stage})]
                 if extra:
-                    self.store.append_event(self.job_id, "log", {"stage": stage, **extra})
-                return
-            self._lines.append(("log", data))
-            if len(self._lines) >= _FLUSH_LINES or time.monotonic() - self._last >= _FLUSH_SECONDS:
-                self.flush()
-        except StoreBusy:
-            log.warning("job %s: an event was dropped, the store is busy", self.job_id)
-        except Exception:  # events are progress, never a reason to lose the solve
-            log.exception("job %s: could not record an event", self.job_id)
+                    items.append(("log", {"stage": stage, **extra}))
+        else:
+            items = [("log", data)]
+        with self._lock:
+            self._pending.extend(items)
+            if self._since is None:
+                self._since = time.monotonic()
+            full = len(self._pending) >= _FLUSH_LINES
+        if full or self.due():
+            self.flush()
+
+    def due(self) -> bool:
+        since = self._since
+        return since is not None and time.monotonic() - since >= _FLUSH_SECONDS
+
+    def flush_if_due(self) -> None:
+        if self.due():
+            self.flush()
 
     def flush(self) -> None:
-        self._last = time.monotonic()
-        if self._lines:
-            lines, self._lines = self._lines, []
-            self.store.append_events(self.job_id, lines)
+        """Write what is waiting; a failure drops it (events are progress, never a reason to
+        lose the solve)."""
+        with self._writing:
+            batch = self.take_unlocked()
+            if not batch:
+                return
+            try:
+                self.store.append_events(self.job_id, batch)
+            except StoreBusy:
+                log.warning("job %s: %d event(s) dropped, the store is busy", self.job_id, len(batch))
+            except Exception:
+                log.exception("job %s: could not record %d event(s)", self.job_id, len(batch))
+
+    def take(self) -> list[tuple[EventType, Mapping[str, Any]]]:
+        """What is still waiting, for the job's finish (after any write in progress)."""
+        with self._writing:
+            return self.take_unlocked()
+
+    def take_unlocked(self) -> list[tuple[EventType, Mapping[str, Any]]]:
+        with self._lock:
+            batch, self._pending, self._since = self._pending, [], None
+        return batch
 
 
 def _finish(
@@ -170,11 +211,13 @@ def _finish(
     status: TerminalStatus,
     result: Any = None,
     error: Mapping[str, Any] | None = None,
+    events: Sequence[tuple[EventType, Mapping[str, Any]]] = (),
 ) -> bool:
-    """Finish, retrying while the store is busy (a repeated finish is harmless)."""
+    """Finish, retrying while the store is busy (a repeated finish is harmless); ``events``
+    still waiting are written with it."""
     for attempt in range(20):
         try:
-            return store.finish(job.id, worker_id, status, result=result, error=error)
+            return store.finish(job.id, worker_id, status, result=result, error=error, events=events)
         except StoreBusy:
             time.sleep(min(2.0, 0.1 * 2**attempt))
     log.error("job %s: could not record its end (%s); it runs again once its lease expires", job.id, status)
@@ -299,6 +342,7 @@ def _execute(
         model_json = dict(request["model"])
 
     events = _Events(store, job.id)
+    lease.on_tick = events.flush_if_due
     outcome: RunOutcome = pool.solve(
         model_json,
         request.get("options") or None,
@@ -306,10 +350,8 @@ def _execute(
         on_event=events,
         cancel=lease.stop,
     )
-    try:
-        events.flush()
-    except Exception:
-        log.exception("job %s: could not record the last events", job.id)
+    lease.on_tick = None
+    last = events.take()  # written with the finish, in its transaction
 
     if lease.lost.is_set():
         return "lost"
@@ -318,10 +360,10 @@ def _execute(
         result = {**(result or {}), "formalization": _formalization_info(formalization)}
 
     if lease.stop.is_set() or outcome.cancelled:
-        _finish(store, job, worker_id, "cancelled", result=result)
+        _finish(store, job, worker_id, "cancelled", result=result, events=last)
         return "cancelled"
     if outcome.reason == "completed":
-        _finish(store, job, worker_id, "succeeded", result=result)
+        _finish(store, job, worker_id, "succeeded", result=result, events=last)
         return "succeeded"
     code = _OUTCOME_ERRORS.get(outcome.reason, "solver_error")
     message = ""
@@ -333,5 +375,5 @@ def _execute(
     else:
         details = {}
     error = _error(code, message or f"the solve ended: {outcome.reason}", **details)
-    _finish(store, job, worker_id, "failed", result=result, error=error)
+    _finish(store, job, worker_id, "failed", result=result, error=error, events=last)
     return "failed"

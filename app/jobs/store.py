@@ -440,6 +440,17 @@ def _job_from_row(row: RowMapping) -> Job:
     )
 
 
+def _check_events(items: Sequence[tuple[EventType, Mapping[str, Any]]]) -> None:
+    for kind, data in items:
+        if kind not in EVENT_TYPES:
+            raise ValueError(f"event type must be one of {', '.join(EVENT_TYPES)}, got {kind!r}")
+        if kind == "stage":
+            stage = data.get("stage")
+            if not isinstance(stage, str):
+                raise ValueError("a stage event carries its stage: {'stage': 'solving'}")
+            _check_key("stage", stage)
+
+
 def _check_key(what: str, value: str | None) -> None:
     if value is not None and not 0 < len(value) <= MAX_KEY_LENGTH:
         raise ValueError(f"{what} must be 1 to {MAX_KEY_LENGTH} characters long, got {len(value)}")
@@ -925,13 +936,17 @@ class JobStore:
         status: TerminalStatus,
         result: Any = None,
         error: Mapping[str, Any] | None = None,
+        events: Sequence[tuple[EventType, Mapping[str, Any]]] = (),
     ) -> bool:
         """End a running job; only its lease holder may, and only once.
 
         Answers True when the job now stands in ``status`` because of this worker (also for a
         repeated call, so a worker may retry a finish whose answer it lost); False when the
         worker does not hold the job (another took it over) or it already ended otherwise.
+        ``events`` (the job's last stages and log lines, not yet written) go in the same
+        transaction, before the final status event: a short job costs one commit at its end.
         """
+        _check_events(events)
         if status not in TERMINAL_STATUSES:
             raise ValueError(f"a job finishes as one of {sorted(TERMINAL_STATUSES)}, not {status!r}")
         checked = _check_error(error)
@@ -945,7 +960,9 @@ class JobStore:
                 return job.status == status
             if job.status != "running":
                 return False
-            self._end(conn, job, status, self._clock(), result=result, error=checked)
+            now = self._clock()
+            self._append(conn, job_id, now, events)
+            self._end(conn, job, status, now, result=result, error=checked)
             return True
 
     def set_stage(self, job_id: str, stage: str) -> bool:
@@ -970,29 +987,41 @@ class JobStore:
         return seqs[0] if seqs else None
 
     def append_events(self, job_id: str, items: Sequence[tuple[EventType, Mapping[str, Any]]]) -> list[int]:
-        """Append several events in one transaction (solver logs come in bursts)."""
-        for kind, _ in items:
-            if kind not in EVENT_TYPES:
-                raise ValueError(f"event type must be one of {', '.join(EVENT_TYPES)}, got {kind!r}")
+        """Append several events in one transaction (solver logs come in bursts).
+
+        A ``stage`` event among them also moves the job's ``stage`` to the last one; those
+        are appended only while the job is active (nothing is, once it ended)."""
+        _check_events(items)
         if not items:
             return []
         with self._write() as conn:
-            now = self._clock()
-            last = conn.execute(
-                update(jobs)
-                .where(jobs.c.id == job_id)
-                .values(event_seq=jobs.c.event_seq + len(items))
-                .returning(jobs.c.event_seq)
-            ).scalar_one_or_none()
-            if last is None:
-                return []
-            first = last - len(items) + 1
-            rows = [
-                {"job_id": job_id, "seq": first + i, "ts": now, "type": kind, "data": dict(data)}
-                for i, (kind, data) in enumerate(items)
-            ]
-            conn.execute(insert(job_events), rows)
-            return [row["seq"] for row in rows]
+            return self._append(conn, job_id, self._clock(), items)
+
+    def _append(
+        self,
+        conn: Connection,
+        job_id: str,
+        now: datetime,
+        items: Sequence[tuple[EventType, Mapping[str, Any]]],
+    ) -> list[int]:
+        if not items:
+            return []
+        stages = [str(data["stage"]) for kind, data in items if kind == "stage"]
+        query = update(jobs).where(jobs.c.id == job_id)
+        values: dict[str, Any] = {"event_seq": jobs.c.event_seq + len(items)}
+        if stages:
+            query = query.where(jobs.c.status.in_(ACTIVE_STATUSES))
+            values.update(stage=stages[-1], updated_at=now)
+        last = conn.execute(query.values(values).returning(jobs.c.event_seq)).scalar_one_or_none()
+        if last is None:
+            return []
+        first = last - len(items) + 1
+        rows = [
+            {"job_id": job_id, "seq": first + i, "ts": now, "type": kind, "data": dict(data)}
+            for i, (kind, data) in enumerate(items)
+        ]
+        conn.execute(insert(job_events), rows)
+        return [row["seq"] for row in rows]
 
     def events_after(self, job_id: str, seq: int = 0, limit: int = 100) -> list[JobEvent]:
         """The job's events with a sequence number above ``seq``, in order (at most ``limit``)."""
