@@ -560,6 +560,15 @@ def import_lp_mps(path: str | Path) -> ImportedModel:
         )
     lp = h.getLp()
     n, m = int(lp.num_col_), int(lp.num_row_)
+    if n == 0:
+        # HiGHS's LP reader takes text without any section as an empty model ("OK").
+        raise ModelError(
+            Issue(
+                code="parse",
+                message=f"{p} holds no variables: it is not an {p.suffix[1:].upper()} model",
+                fix="an LP file has an objective section (Maximize/Minimize), Subject To and End",
+            )
+        )
     cols = list(lp.col_names_) if len(lp.col_names_) == n else [f"c{j}" for j in range(n)]
     rows = list(lp.row_names_) if len(lp.row_names_) == m else [f"r{i}" for i in range(m)]
     integrality = list(lp.integrality_)

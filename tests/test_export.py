@@ -212,6 +212,11 @@ def test_unreadable_files(tmp_path: Path) -> None:
     other.write_text("")
     with pytest.raises(ModelError):
         import_lp_mps(other)
+    # HiGHS reads text with no LP section at all as an empty model, "OK"
+    prose = tmp_path / "prose.lp"
+    prose.write_text("this is not an lp file\n")
+    with pytest.raises(ModelError, match="holds no variables"):
+        import_lp_mps(prose)
 
 
 def test_lp_export_refuses_what_highs_refuses() -> None:
