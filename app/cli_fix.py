@@ -49,8 +49,9 @@ def register(
             float | None, typer.Option("--time-limit", min=0.0, help="Solver seconds for each solve.")
         ] = None,
     ) -> None:
-        """Apply the suggested smallest changes to an infeasible model, solve it again, and
-        write the fixed model."""
+        """Apply the suggested smallest changes to an infeasible model and solve it again.
+
+        With -o FILE the fixed model is written there (contract JSON)."""
         with exit_codes():
             from solvers.api import SolveOptions, solve_model
             from solvers.errors import Issue, ModelError

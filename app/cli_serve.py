@@ -6,6 +6,7 @@ the API needs comes from the same settings (see ``app.settings``).
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -28,15 +29,33 @@ def register(app: typer.Typer) -> None:
         log_level: Annotated[
             str, typer.Option("--log-level", help="uvicorn's log level: debug, info, warning, error.")
         ] = "info",
+        data_dir: Annotated[
+            Path | None,
+            typer.Option("--data-dir", help="Directory of the job store (default: OPTSCRIBE_DATA_DIR)."),
+        ] = None,
+        workers: Annotated[
+            int | None,
+            typer.Option("--workers", min=0, help="In-process job workers (default: OPTSCRIBE_WORKERS)."),
+        ] = None,
     ) -> None:
-        """Start the REST API (OpenAPI docs at /docs) with the job store in OPTSCRIBE_DATA_DIR
-        and OPTSCRIBE_WORKERS in-process job workers."""
+        """Start the REST API, its docs (/docs) and the web form (/), with embedded job workers.
+
+        Jobs are kept in SQLite under --data-dir and run by --workers in-process workers.
+
+        `optscribe settings` lists every setting."""
         import uvicorn
 
         from .api.main import create_service_app
         from .settings import get_settings
 
         settings = get_settings()
+        changes: dict[str, object] = {}
+        if data_dir is not None:
+            changes["data_dir"] = data_dir
+        if workers is not None:
+            changes["workers"] = workers
+        if changes:
+            settings = settings.model_copy(update=changes)
         uvicorn.run(
             create_service_app(settings),
             host=host or settings.api_host,

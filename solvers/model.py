@@ -81,6 +81,13 @@ Text = Annotated[str, StringConstraints(max_length=MAX_TEXT_CHARS)]
 Element = Union[Annotated[str, StringConstraints(max_length=MAX_NAME_CHARS)], int]
 
 
+def _finite(v: Any) -> Any:
+    v = _not_bool(v)
+    if isinstance(v, int) and not -(2**1023) < v < 2**1023:  # beyond float: "inf" to pydantic
+        raise ValueError("Input should be a finite number")
+    return v
+
+
 def _not_bool(v: Any) -> Any:
     # JSON true and false are not numbers, though pydantic would read them as 1 and 0;
     # lowering refuses them inside 'values' ("is not a number"), and so does the contract.
@@ -89,7 +96,7 @@ def _not_bool(v: Any) -> Any:
     return v
 
 
-Number = Annotated[float, BeforeValidator(_not_bool)]
+Number = Annotated[float, BeforeValidator(_finite)]
 Whole = Annotated[int, BeforeValidator(_not_bool)]
 
 _STRICT = ConfigDict(extra="forbid", populate_by_name=True, allow_inf_nan=False)

@@ -374,10 +374,23 @@ def test_subprocess_json_result_contract() -> None:
     assert result.status == Status.INFEASIBLE
 
 
+def test_a_bad_file_is_named_in_its_message(tmp_path: Path) -> None:
+    from app.cli import app as cli_app
+
+    runner = CliRunner()
+    text = _write(tmp_path, "notes.txt", "hello")
+    r = runner.invoke(cli_app, ["solve", text])
+    assert r.exit_code == 2
+    assert f"{text}: not valid JSON" in r.stderr and "contract JSON (.json)" in r.stderr
+    listed = _write(tmp_path, "list.json", "[1, 2]")
+    r = runner.invoke(cli_app, ["check", listed])
+    assert r.exit_code == 2 and f"{listed}: a model is a JSON object, not a list" in r.stderr
+
+
 def test_subprocess_malformed_json(tmp_path: Path) -> None:
     p = _cli("solve", _write(tmp_path, "broken.json", '{"name": '))
     assert p.returncode == 2
-    assert p.stderr.startswith("optscribe: error: malformed JSON")
+    assert p.stderr.startswith(f"optscribe: error: {tmp_path / 'broken.json'}: not valid JSON: EOF")
     assert "Traceback" not in p.stderr and p.stdout == ""
 
 
@@ -415,3 +428,23 @@ def test_subprocess_usage_error() -> None:
     p = _cli("solve")
     assert p.returncode == 2
     assert "Traceback" not in p.stderr
+
+
+def test_serve_takes_its_data_dir_and_workers_from_options(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`serve --data-dir D --workers N` overrides OPTSCRIBE_DATA_DIR and OPTSCRIBE_WORKERS."""
+    import uvicorn
+
+    seen: dict[str, Any] = {}
+
+    def fake_run(app: Any, **kwargs: Any) -> None:
+        services = app.state.services
+        seen.update(kwargs, data_dir=services.settings.data_dir, workers=services.settings.workers)
+        services.store.close()
+
+    monkeypatch.setattr(uvicorn, "run", fake_run)
+    r = runner.invoke(app, ["serve", "--data-dir", str(tmp_path / "d"), "--workers", "0", "--port", "0"])
+    assert r.exit_code == 0, r.output
+    assert seen["data_dir"] == tmp_path / "d" and seen["workers"] == 0 and seen["port"] == 0
+    assert (tmp_path / "d" / "jobs.sqlite3").exists()
