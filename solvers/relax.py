@@ -5,6 +5,11 @@ backend): change this right-hand side or this variable bound from ``current`` to
 ``suggested``. ``apply_relaxation`` turns one such suggestion into a new contract model, so
 that a person can read what changed and solve it again:
 
+* ``rhs`` whose data side is one parameter that nothing else reads (``... <= team`` with
+  ``team`` a scalar ``value``, or ``... <= cap[r]`` read with the ``for_each`` binding itself,
+  the element given in ``values``): that value is edited (``team`` 14 -> 16) and the parameter's
+  description says so; the expression stays as the person wrote it. Otherwise (a parameter read
+  elsewhere, a table-backed one, an element that takes the ``default``), as below.
 * ``rhs`` of a constraint without ``for_each``: the comparison's data side moves by the
   change: a number is rewritten (``day + night >= 12`` becomes ``day + night >= 9``), any
   other expression gets the change appended (``x >= min_tables - 3``).
@@ -12,7 +17,8 @@ that a person can read what changed and solve it again:
   like the ``for_each`` binding (``default`` 0, one value per relaxed instance) is added on
   the data side (``... <= avail[r] + relax_capacity[r]``), so every other instance keeps its
   rows exactly.
-* ``rhs`` of a ``precedence`` (CP-SAT relaxes its lag): the lag changes the same way.
+* ``rhs`` of a ``precedence`` (CP-SAT relaxes its lag): the lag changes the same way (a lag
+  that is one such parameter has that value edited).
 * ``lower`` / ``upper`` of a variable: that bound changes; for one element of an indexed
   variable, through a bound parameter indexed like the variable (an existing one is edited
   when nothing else reads it, else a new one ``<variable>_<side>`` is made).
@@ -24,7 +30,10 @@ two-sided ``lo <= e <= hi``, the end whose value is ``current`` moves (both, whe
 equal: ``explain`` keeps such a row an equality). Every edit is checked by lowering the new
 model: the targeted row, lag or bound must read ``suggested``; otherwise, and for
 suggestions that cannot be applied (an unknown id, a stale ``current``, a logic template),
-``ModelError`` says why. The input model is never changed.
+``ModelError`` says why. A model with parameter values edited must moreover lower to what the
+model with the expressions rewritten lowers to (every row, bound, lag and the objective; only
+the targeted values may differ, by rounding): else the rewritten one is returned. The input
+model is never changed.
 """
 
 from __future__ import annotations
@@ -34,8 +43,8 @@ import copy
 import math
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, fields, is_dataclass, replace
+from typing import Any, TypeGuard
 
 import numpy as np
 from pydantic import ValidationError
@@ -70,21 +79,36 @@ def apply_relaxations(model: Model, relaxations: Sequence[Relaxation | Mapping[s
     rels = [_relaxation(r) for r in relaxations]
     lowering, instance = _lower(model, "the model")
     data = model.model_dump(by_alias=True, mode="json", exclude_unset=True)
-    data = copy.deepcopy(data)
-    plan = _Plan(model, lowering, instance, data)
+    plan = _Plan(model, lowering, instance, copy.deepcopy(data))
     for r in rels:
         plan.add(r)
+    # the expressions rewritten: always made and checked, the answer when no value can be edited
     plan.apply()
-    try:
-        new = Model.model_validate(data)
-    except ValidationError as e:  # pragma: no cover - the edits keep to the contract
-        raise _refuse(f"the changed model does not validate: {e.errors()[0]['msg']}") from None
+    new = _validate(plan.data)
     _, after = _lower(new, "the changed model")
     plan.verify(after)
-    return new
+    # the parameter values edited instead, where a data side is one parameter read nowhere else
+    direct = replace(plan, data=copy.deepcopy(data), edit_parameters=True, edited=[], param_notes={})
+    direct.apply()
+    if not direct.edited:
+        return new
+    try:
+        edited = _validate(direct.data)
+        _, got = _lower(edited, "the changed model")
+        direct.verify(got)
+    except ModelError:
+        return new
+    return edited if direct.agrees(after, got) else new
 
 
 # ----------------------------------------------------------------------------- helpers
+
+
+def _validate(data: dict[str, Any]) -> Model:
+    try:
+        return Model.model_validate(data)
+    except ValidationError as e:  # pragma: no cover - the edits keep to the contract
+        raise _refuse(f"the changed model does not validate: {e.errors()[0]['msg']}") from None
 
 
 def _refuse(message: str, where: str = "", fix: str = "") -> ModelError:
@@ -237,6 +261,7 @@ class _RowFix:
     sides: tuple[str, ...]  # "lower" and/or "upper" of the lowered row
     delta: float
     expect: tuple[float, float]  # the row's bounds after the change
+    codes: tuple[int, ...] = ()  # the key's element codes
 
 
 @dataclass
@@ -245,6 +270,7 @@ class _LagFix:
     key: Key
     delta: float
     expect: float
+    codes: tuple[int, ...] = ()
 
 
 @dataclass
@@ -266,6 +292,10 @@ class _Plan:
     lags: dict[str, list[_LagFix]] = field(default_factory=dict)
     bounds: dict[tuple[str, str], list[_BoundFix]] = field(default_factory=dict)
     seen: set[tuple[str, str]] = field(default_factory=set)
+    #: edit the value of a parameter that is a whole data side (else rewrite the expression)
+    edit_parameters: bool = False
+    edited: list[str] = field(default_factory=list)  # the parameters whose values were edited
+    param_notes: dict[str, list[str]] = field(default_factory=dict)
     _row_index: dict[str, dict[str, tuple[RowBlock, int]]] = field(default_factory=dict)
     _col_index: dict[str, dict[str, int]] = field(default_factory=dict)
 
@@ -348,8 +378,9 @@ class _Plan:
                 f"the suggestion for {r.name!r} would put the lower end above the upper end",
                 r.name,
             )
-        key = tuple(self.interner.value(int(c)) for c in block.keys[i])
-        self.rows.setdefault(r.id, []).append(_RowFix(r.name, key, sides, delta, (new_lo, new_hi)))
+        codes = tuple(int(c) for c in block.keys[i])
+        key = tuple(self.interner.value(c) for c in codes)
+        self.rows.setdefault(r.id, []).append(_RowFix(r.name, key, sides, delta, (new_lo, new_hi), codes))
 
     def row(self, cid: str, name: str) -> tuple[RowBlock, int] | None:
         index = self._row_index.get(cid)
@@ -378,13 +409,13 @@ class _Plan:
         lag = float(self.instance.logic[idx[pos]].data["lag"])
         if not _close(r.current, lag):
             raise self._stale(r, f"a lag of {lag:g}")
-        key: Key = ()
+        codes: tuple[int, ...] = ()
         if con.for_each:
             # the instances of a logic constraint come in the order of its for_each binding
-            codes = self.lowering.keys_of(self.lowering.base_env(con))[pos]
-            key = tuple(self.interner.value(int(c)) for c in codes)
+            codes = tuple(int(c) for c in self.lowering.keys_of(self.lowering.base_env(con))[pos])
+        key: Key = tuple(self.interner.value(c) for c in codes)
         delta = r.suggested - lag
-        self.lags.setdefault(r.id, []).append(_LagFix(r.name, key, delta, r.suggested))
+        self.lags.setdefault(r.id, []).append(_LagFix(r.name, key, delta, r.suggested, codes))
 
     def add_bound(self, r: Relaxation) -> None:
         var = next((v for v in self.model.variables if v.name == r.id), None)
@@ -430,6 +461,91 @@ class _Plan:
             self.apply_lags(cid, lags)
         for (vname, side), bfixes in self.bounds.items():
             self.apply_bound(vname, side, bfixes)
+        params = self.data.get("parameters", {})
+        for pname, notes in self.param_notes.items():
+            _add_note(params[pname], notes, f"{FIX_MARK}es applied to {len(notes)} value(s) of {pname}.")
+
+    def edit_value(
+        self, node: ex.Node | None, targets: Sequence[str], codes: tuple[int, ...], v: float, name: str
+    ) -> str | None:
+        """Move by ``v`` the value of the parameter that ``node`` (a whole data side of the
+        instance ``name``, with element ``codes``) is, when that can be done alone: ``node`` is
+        a scalar parameter (``targets`` empty: no for_each) or an indexed one read with exactly
+        the for_each binding ``targets``, nothing else in the model reads it, and the element
+        has its own number (``value``, or an entry of ``values``; not a table, not the
+        ``default``). Returns the note for the constraint, or None (nothing changed)."""
+        if not self.edit_parameters or node is None:
+            return None
+        params: dict[str, Any] = self.data.get("parameters", {})
+        if isinstance(node, ex.Name) and not targets:
+            pname = node.id
+        elif (
+            isinstance(node, ex.Index)
+            and targets
+            and [a.id if isinstance(a, ex.Name) else None for a in node.args] == list(targets)
+        ):
+            pname = node.name
+        else:
+            return None
+        p = params.get(pname)
+        if not isinstance(p, dict) or _mentions(self.data, pname) != 1:
+            return None
+        if isinstance(node, ex.Name):
+            raw = p.get("value")
+            if p.get("index") or not _is_number(raw):
+                return None
+            old = float(raw)
+            new = _clean(old + v)
+            p["value"] = new
+            what = f"{_fmt(old)} -> {_fmt(new)}"
+            shown = pname
+        else:
+            slot = self.slot(p.get("values"), p.get("index") or [], codes)
+            if slot is None:
+                return None
+            holder, at = slot
+            old = float(holder[at])
+            new = _clean(old + v)
+            holder[at] = new
+            shown = f"{pname}[{','.join(self.interner.label(c) for c in codes)}]"
+            what = f"{shown} {_fmt(old)} -> {_fmt(new)}"
+        self.edited.append(pname)
+        self.param_notes.setdefault(pname, []).append(f"{FIX_MARK} applied: {what} (constraint {name}).")
+        return f"{shown} {_fmt(old)} -> {_fmt(new)}"
+
+    def slot(self, values: Any, sets: Sequence[str], codes: Sequence[int]) -> tuple[Any, str | int] | None:
+        """Where in parameter ``values`` (nested dictionaries keyed by element, or lists in set
+        order) the element ``codes`` has its own number; None when it has none there (it takes
+        the ``default``) or cannot be found."""
+        comps: list[tuple[str, int | None]] = []
+        k = 0
+        for s in sets:
+            sd = self.lowering.sets.get(s)
+            if sd is None:
+                return None
+            for _ in range(sd.arity):
+                if k >= len(codes):
+                    return None
+                pos = None
+                if sd.arity == 1:
+                    pos = int(sd.positions([np.array([codes[k]], dtype=np.int64)])[0])
+                comps.append((self.interner.label(codes[k]), pos))
+                k += 1
+        if k != len(codes) or not comps:
+            return None
+        node = values
+        for depth, (label, pos) in enumerate(comps):
+            at: str | int
+            if isinstance(node, dict) and label in node:
+                at = label
+            elif isinstance(node, list) and pos is not None and 0 <= pos < len(node):
+                at = pos
+            else:
+                return None
+            if depth == len(comps) - 1:
+                return (node, at) if _is_number(node[at]) else None
+            node = node[at]
+        return None  # pragma: no cover - the loop returns
 
     def constraint_data(self, cid: str) -> dict[str, Any]:
         return next(c for c in self.data["constraints"] if c["id"] == cid)
@@ -491,6 +607,7 @@ class _Plan:
         # operand -> its name and, per instance key, the amount it moves
         moves: dict[int, tuple[str, dict[Key, float]]] = {}
         notes: list[str] = []
+        loop_targets = self.loops(c["for_each"], cid)[0] if c.get("for_each") else []
         for f in fixes:
             if strict and not float(f.delta).is_integer():
                 raise _refuse(
@@ -505,6 +622,10 @@ class _Plan:
                         continue  # an equality moves its one data side once
                     done.add(i)
                     v = sign * f.delta
+                    value = self.edit_value(node.operands[i], loop_targets, f.codes, v, f.name)
+                    if value is not None:
+                        notes.append(f"{FIX_MARK} applied: {f.name} {what} {_signed(v)} ({value}).")
+                        continue
                     moves.setdefault(i, (what, {}))[1][f.key] = v
                     notes.append(f"{FIX_MARK} applied: {f.name} {what} {_signed(v)}.")
         spans = _operand_spans(text)
@@ -539,15 +660,24 @@ class _Plan:
     def apply_lags(self, cid: str, fixes: list[_LagFix]) -> None:
         c = self.constraint_data(cid)
         lag = c.get("lag", 0.0)
-        notes = [f"{FIX_MARK} applied: {f.name} lag {_signed(f.delta)}." for f in fixes]
-        if not c.get("for_each"):
-            v = fixes[0].delta
+        notes: list[str] = []
+        rest: list[_LagFix] = []
+        loop_targets = self.loops(c["for_each"], cid)[0] if c.get("for_each") else []
+        lag_node = ex.parse(lag, f"constraint {cid} (lag)") if isinstance(lag, str) else None
+        for f in fixes:
+            value = self.edit_value(lag_node, loop_targets, f.codes, f.delta, f.name)
+            if value is not None:
+                notes.append(f"{FIX_MARK} applied: {f.name} lag {_signed(f.delta)} ({value}).")
+            else:
+                notes.append(f"{FIX_MARK} applied: {f.name} lag {_signed(f.delta)}.")
+                rest.append(f)
+        if rest and not c.get("for_each"):
+            v = rest[0].delta
             c["lag"] = _clean(float(lag) + v) if not isinstance(lag, str) else _append(_lag_text(lag, cid), v)
-        else:
+        elif rest:
             targets, sets = self.loops(c["for_each"], cid)
-            node = ex.parse(lag, f"constraint {cid} (lag)") if isinstance(lag, str) else None
-            pname, param, reused = self.relax_param(cid, f"relax_{cid}", node, sets, targets, "lag")
-            for f in fixes:
+            pname, param, reused = self.relax_param(cid, f"relax_{cid}", lag_node, sets, targets, "lag")
+            for f in rest:
                 was = _nested_get(param["values"], _labels(f.key))
                 was = was if isinstance(was, (int, float)) else param.get("default", 0)
                 _nested_set(param["values"], _labels(f.key), _clean(float(was) + f.delta))
@@ -719,6 +849,72 @@ class _Plan:
         ):  # pragma: no cover
             raise wrong("other variable bounds changed")
 
+    def agrees(self, ref: Instance, got: Instance) -> bool:
+        """Whether ``got`` (parameter values edited) lowers to what ``ref`` (the expressions
+        rewritten) does: the same columns, rows, logic and objective, exactly, but for the
+        bounds of the targeted rows, the targeted lags and the interval columns (their horizon
+        counts the lags), which may differ by rounding."""
+        names = ref.columns.interner
+        targets = {f.name for fixes in self.rows.values() for f in fixes}
+        lags = {g.name for gs in self.lags.values() for g in gs}
+        if len(ref.row_blocks) != len(got.row_blocks) or len(ref.logic) != len(got.logic):
+            return False
+        for b0, b1 in zip(ref.row_blocks, got.row_blocks, strict=True):
+            head = (b0.cid, b0.template, b0.source, b0.n, b0.aux, b0.suffix)
+            if head != (b1.cid, b1.template, b1.source, b1.n, b1.aux, b1.suffix):
+                return False
+            if not all(_same(getattr(b0, a), getattr(b1, a)) for a in ("rows", "cols", "coefs", "keys")):
+                return False
+            for x, y in ((b0.lower, b1.lower), (b0.upper, b1.upper)):
+                for i in np.flatnonzero(x != y).tolist():
+                    if b0.aux or b0.row_name(names, i) not in targets or not _close(x[i], y[i]):
+                        return False
+        for l0, l1 in zip(ref.logic, got.logic, strict=True):
+            if (l0.cid, l0.name, l0.template, l0.source) != (l1.cid, l1.name, l1.template, l1.source):
+                return False
+            d0, d1 = dict(l0.data), dict(l1.data)
+            if l0.template == "precedence" and l0.name in lags:
+                if not _close(d0.pop("lag"), d1.pop("lag")):
+                    return False
+            if not _same(d0, d1):
+                return False
+        c0, c1 = ref.columns, got.columns
+        if not (_same(c0.blocks, c1.blocks) and _same(c0.integer, c1.integer)):
+            return False
+        if c0.interner._strings != c1.interner._strings:
+            return False
+        for x, y in ((c0.lower, c1.lower), (c0.upper, c1.upper)):
+            for j in np.flatnonzero(x != y).tolist():
+                if not (lags and c0.block_of(j).domain == "interval" and _close(x[j], y[j])):
+                    return False
+        return (
+            _same(ref.intervals, got.intervals)
+            and _same(ref.objective, got.objective)
+            and _same(ref.aux, got.aux)
+            and ref.sources == got.sources
+            and ref.templates == got.templates
+        )
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Exact equality of lowered data: arrays, dataclasses, lists and dictionaries of them."""
+    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+        return (
+            isinstance(a, np.ndarray)
+            and isinstance(b, np.ndarray)
+            and a.dtype == b.dtype
+            and np.array_equal(a, b)
+        )
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return type(a) is type(b) and len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+    if is_dataclass(a) and not isinstance(a, type):
+        return type(a) is type(b) and all(
+            _same(getattr(a, f.name), getattr(b, f.name)) for f in fields(a) if not f.name.startswith("_")
+        )
+    return bool(type(a) is type(b) and a == b)
+
 
 def _mentions(data: dict[str, Any], name: str) -> int:
     """How often the model's expressions and variable bounds name ``name`` (a word inside a
@@ -734,7 +930,7 @@ def _mentions(data: dict[str, Any], name: str) -> int:
             return [s for item in x.values() for s in strings(item)]
         return []
 
-    texts = strings(data.get("objective", {}).get("expression", ""))
+    texts = strings((data.get("objective") or {}).get("expression", ""))
     for c in data.get("constraints", []):
         texts += strings({k: x for k, x in c.items() if k not in ("id", "template", "source", "description")})
     count = sum(len(word.findall(t)) for t in texts)
@@ -742,6 +938,10 @@ def _mentions(data: dict[str, Any], name: str) -> int:
         for k in ("lower", "upper", "duration", "start", "end"):
             count += sum(1 for t in strings(v.get(k)) if t == name)
     return count
+
+
+def _is_number(x: object) -> TypeGuard[int | float]:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
 def _lag_text(lag: str, cid: str) -> str:

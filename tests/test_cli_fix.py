@@ -35,6 +35,10 @@ def test_fix_applies_the_suggestion_solves_and_writes_the_fixed_model(tmp_path: 
     budget = next(c for c in fixed.constraints if c.id == "budget_cap")
     assert "Suggested fix applied" in (budget.description or "")
     assert budget.source == "The weekly wage budget is $4000."  # the sentence stays the user's
+    # the budget is read by budget_cap alone: its value is edited, the constraint reads as before
+    assert budget.expression == "sum(wage[s] * nurses[s] for s in S) <= budget"  # type: ignore[union-attr]
+    assert fixed.parameters["budget"].value == 4920
+    assert "4000 -> 4920 (constraint budget_cap)" in (fixed.parameters["budget"].description or "")
 
 
 def test_fix_without_output_says_so_and_a_feasible_model_is_left_alone() -> None:

@@ -203,8 +203,20 @@ def _shop(**changes: Any) -> Model:
     return load_model(data)
 
 
+#: a second reader of ``avail``: with it, a fix cannot edit ``avail`` itself
+TOTAL = {
+    "id": "total",
+    "template": "linear",
+    "expression": "sum(x[p] for p in P) <= sum(avail[r] for r in R)",
+}
+
+
+def _shared_shop() -> Model:
+    return _shop(constraints=[*SHOP["constraints"], TOTAL])
+
+
 def test_indexed_rhs_moves_one_instance_through_a_parameter() -> None:
-    model = _shop()
+    model = _shared_shop()
     r = Relaxation(id="capacity", name="capacity[wood]", kind="rhs", current=40, suggested=52, change=12)
     new = apply_relaxation(model, r)
     c = next(c for c in new.constraints if c.id == "capacity")
@@ -226,7 +238,7 @@ def test_indexed_rhs_from_the_explanation() -> None:
 
 
 def test_several_instances_share_one_parameter_and_sequential_fixes_reuse_it() -> None:
-    model = _shop()
+    model = _shared_shop()
     wood = Relaxation(id="capacity", name="capacity[wood]", kind="rhs", current=40, suggested=52, change=12)
     labor = Relaxation(
         id="capacity", name="capacity[labor]", kind="rhs", current=90, suggested=80, change=-10
@@ -310,7 +322,7 @@ def test_newlines_and_non_ascii_elements_keep_their_places() -> None:
 
 
 def test_a_fix_parameter_read_elsewhere_is_not_reused() -> None:
-    model = _shop()
+    model = _shared_shop()
     wood = Relaxation(id="capacity", name="capacity[wood]", kind="rhs", current=40, suggested=52, change=12)
     data = apply_relaxation(model, wood).model_dump(by_alias=True, mode="json", exclude_unset=True)
     data["constraints"].append(
@@ -409,12 +421,22 @@ def test_pairs_and_ranges_index_the_relaxation_parameter() -> None:
     result = _check_fixes(model)
     assert result.explanation is not None
     new = apply_relaxations(model, result.explanation.relaxations)
+    # req is read by meet alone, one element per instance: its element is edited
+    assert new.parameters["req"].values == {"a": {"b": 5}, "b": {"c": 6}}
+    assert not any(name.startswith("relax_meet") for name in new.parameters)
     for name, p in new.parameters.items():
-        if name.startswith("relax_meet"):
-            assert p.index == ["A"] and p.values == {"b": {"c": -1}}
         if name.startswith("relax_grow"):
             assert p.index == ["T"]
             assert isinstance(p.values, dict) and set(p.values) <= {"2", "3"}
+    # the element (b, c) taking the default: a relaxation parameter indexed by the pairs
+    data["parameters"]["req"] = {"index": ["A"], "values": {"a": {"b": 5}}, "default": 7}
+    model = load_model(data)
+    result = _check_fixes(model)
+    assert result.explanation is not None
+    new = apply_relaxations(model, result.explanation.relaxations)
+    assert new.parameters["req"].values == {"a": {"b": 5}} and new.parameters["req"].default == 7
+    assert new.parameters["relax_meet"].index == ["A"]
+    assert new.parameters["relax_meet"].values == {"b": {"c": -1}}
 
 
 def test_strict_comparison_moves_by_whole_numbers_only() -> None:
@@ -436,6 +458,331 @@ def test_strict_comparison_moves_by_whole_numbers_only() -> None:
         apply_relaxation(
             model, Relaxation(id="few", name="few", kind="rhs", current=9, suggested=9.5, change=0.5)
         )
+
+
+# ------------------------------------------------------------------- a data side that is one parameter
+
+STAFFING = Path(__file__).resolve().parents[1] / "examples" / "staffing_infeasible.json"
+
+CALL_CENTRE: dict[str, Any] = {
+    "name": "call_centre",
+    "sets": {"S": ["early", "day", "late"]},
+    "parameters": {
+        "need": {"index": ["S"], "values": {"early": 4, "day": 7, "late": 5}},
+        "pay": {"index": ["S"], "values": {"early": 110, "day": 100, "late": 120}},
+        "team": {"value": 14, "unit": "agents", "description": "agents on the payroll"},
+    },
+    "variables": [{"name": "agents", "index": ["S"], "domain": "integer", "upper": 20}],
+    "objective": {"sense": "minimize", "expression": "sum(pay[s] * agents[s] for s in S)"},
+    "constraints": [
+        {
+            "id": "cover",
+            "template": "lower_bound",
+            "for_each": "s in S",
+            "expression": "agents[s] >= need[s]",
+        },
+        {
+            "id": "team_size",
+            "template": "sum",
+            "expression": "sum(agents[s] for s in S) <= team",
+            "source": "The team has 14 agents.",
+        },
+    ],
+}
+
+TEAM_FIX = Relaxation(id="team_size", name="team_size", kind="rhs", current=14, suggested=16, change=2)
+
+
+def _centre(**changes: Any) -> dict[str, Any]:
+    data = json.loads(json.dumps(CALL_CENTRE))
+    data.update(changes)
+    return data
+
+
+def _expression(model: Model, cid: str) -> str:
+    c = next(c for c in model.constraints if c.id == cid)
+    return c.expression  # type: ignore[union-attr]
+
+
+def test_the_staffing_example_gets_its_budget_edited() -> None:
+    model = load_model(json.loads(STAFFING.read_text()))
+    result = _check_fixes(model)
+    assert result.explanation is not None
+    new = apply_relaxations(model, result.explanation.relaxations)
+    budget = new.parameters["budget"]
+    assert budget.value == 4920 and budget.unit == "$"
+    assert budget.description == f"{FIX_MARK} applied: 4000 -> 4920 (constraint budget_cap)."
+    assert _expression(new, "budget_cap") == "sum(wage[s] * nurses[s] for s in S) <= budget"
+    c = next(c for c in new.constraints if c.id == "budget_cap")
+    assert c.description == f"{FIX_MARK} applied: budget_cap right-hand side +920 (budget 4000 -> 4920)."
+    assert c.source == "The weekly wage budget is $4000."
+    assert set(new.parameters) == set(model.parameters)
+    assert model.parameters["budget"].value == 4000  # the input is untouched
+
+
+def test_a_call_centre_team_size_is_edited_in_the_parameter() -> None:
+    model = load_model(CALL_CENTRE)
+    result = _check_fixes(model)
+    assert result.explanation is not None
+    assert [(r.name, r.current, r.suggested) for r in result.explanation.relaxations] == [
+        ("team_size", 14, 16)
+    ]
+    new = apply_relaxation(model, TEAM_FIX)
+    team = new.parameters["team"]
+    assert team.value == 16 and team.unit == "agents"
+    assert team.description == f"agents on the payroll {FIX_MARK} applied: 14 -> 16 (constraint team_size)."
+    assert _expression(new, "team_size") == "sum(agents[s] for s in S) <= team"
+    assert set(new.parameters) == set(model.parameters)
+    _assert_only(lower(model), lower(_roundtrip(new)), TEAM_FIX)
+    # fixed twice: the value moves again, the notes add up
+    again = apply_relaxation(
+        new, Relaxation(id="team_size", name="team_size", kind="rhs", current=16, suggested=18, change=2)
+    )
+    assert again.parameters["team"].value == 18
+    assert (again.parameters["team"].description or "").endswith(
+        f"14 -> 16 (constraint team_size). {FIX_MARK} applied: 16 -> 18 (constraint team_size)."
+    )
+
+
+@pytest.mark.parametrize(
+    "reader",
+    [
+        {"constraints": [{"id": "spare", "template": "linear", "expression": "agents['late'] <= team - 10"}]},
+        {"objective": {"sense": "minimize", "expression": "sum(agents[s] for s in S) - team"}},
+        {"bound": "team"},
+        {
+            "constraints": [
+                {
+                    "id": "cap",
+                    "template": "linear",
+                    "for_each": "s in S if team > 0",
+                    "expression": "agents[s] <= 20",
+                }
+            ]
+        },
+        {
+            "constraints": [
+                {"id": "ratio", "template": "linear", "for_each": "s in S", "expression": "agents[s] <= team"}
+            ]
+        },
+    ],
+    ids=["other_constraint", "objective", "variable_bound", "for_each_filter", "for_each_instances"],
+)
+def test_a_parameter_read_elsewhere_keeps_the_expression_rewrite(reader: dict[str, Any]) -> None:
+    data = _centre()
+    data["constraints"] += reader.get("constraints", [])
+    if "objective" in reader:
+        data["objective"] = reader["objective"]
+    if "bound" in reader:
+        data["variables"].append({"name": "lead", "upper": reader["bound"]})
+    model = load_model(data)
+    new = apply_relaxation(model, TEAM_FIX)
+    assert _expression(new, "team_size") == "sum(agents[s] for s in S) <= team + 2"
+    assert new.parameters["team"].value == 14
+    assert new.parameters["team"].description == "agents on the payroll"
+    _assert_only(lower(model), lower(_roundtrip(new)), TEAM_FIX)
+
+
+def test_a_data_side_that_is_not_one_parameter_is_rewritten() -> None:
+    for expression, text in [
+        ("sum(agents[s] for s in S) <= team * 1", "sum(agents[s] for s in S) <= team * 1 + 2"),
+        ("sum(agents[s] for s in S) <= team + 0", "sum(agents[s] for s in S) <= team + 0 + 2"),
+    ]:
+        data = _centre()
+        data["constraints"][1]["expression"] = expression
+        model = load_model(data)
+        new = apply_relaxation(model, TEAM_FIX)
+        assert _expression(new, "team_size") == text
+        assert new.parameters["team"].value == 14
+
+
+def test_the_data_on_the_left_or_an_equality_moves_the_value_the_right_way() -> None:
+    data = _centre()
+    data["constraints"][1]["expression"] = "team >= sum(agents[s] for s in S)"
+    model = load_model(data)
+    rows = _rows(lower(model))
+    lo, hi, _ = rows["team_size"]
+    current = lo if math.isfinite(lo) else hi
+    r = Relaxation(id="team_size", name="team_size", kind="rhs", current=current, suggested=-16, change=-2)
+    new = apply_relaxation(model, r)
+    assert new.parameters["team"].value == 16
+    assert _expression(new, "team_size") == "team >= sum(agents[s] for s in S)"
+    _assert_only(lower(model), lower(_roundtrip(new)), r)
+    data["constraints"][1]["expression"] = "sum(agents[s] for s in S) == team"
+    data["constraints"][1]["template"] = "balance"
+    model = load_model(data)
+    new = apply_relaxation(model, TEAM_FIX)
+    assert new.parameters["team"].value == 16
+    _assert_only(lower(model), lower(_roundtrip(new)), TEAM_FIX)
+
+
+def _per_site(cap: dict[str, Any], **extra: Any) -> Model:
+    data: dict[str, Any] = {
+        "sets": {"R": ["north", "south", "west"], "S": ["early", "late"]},
+        "parameters": {"cap": cap},
+        "variables": [{"name": "agents", "index": ["R", "S"], "domain": "integer", "upper": 30}],
+        "constraints": [
+            {
+                "id": "site_cap",
+                "template": "sum",
+                "for_each": "r in R",
+                "expression": "sum(agents[r, s] for s in S) <= cap[r]",
+            }
+        ],
+        **extra,
+    }
+    return load_model(data)
+
+
+def _site_fix(model: Model, site: str = "south", suggested: float = 12) -> tuple[Model, Relaxation]:
+    name = f"site_cap[{site}]"
+    current = _rows(lower(model))[name][1]
+    r = Relaxation(
+        id="site_cap", name=name, kind="rhs", current=current, suggested=suggested, change=suggested - current
+    )
+    new = apply_relaxation(model, r)
+    _assert_only(lower(model), lower(_roundtrip(new)), r)
+    return new, r
+
+
+def test_an_indexed_parameter_gets_only_that_element_edited() -> None:
+    model = _per_site(
+        {"index": ["R"], "values": {"north": 8, "south": 9, "west": 10}, "description": "seats"}
+    )
+    new, _ = _site_fix(model)
+    cap = new.parameters["cap"]
+    assert cap.values == {"north": 8, "south": 12, "west": 10}
+    assert cap.description == f"seats {FIX_MARK} applied: cap[south] 9 -> 12 (constraint site_cap[south])."
+    assert _expression(new, "site_cap") == "sum(agents[r, s] for s in S) <= cap[r]"
+    assert set(new.parameters) == {"cap"}
+    c = new.constraints[0]
+    assert (
+        c.description is not None
+        and "site_cap[south] right-hand side +3 (cap[south] 9 -> 12)" in c.description
+    )
+    # values as a list in set order: that entry
+    listed = _per_site({"index": ["R"], "values": [8, 9, 10]})
+    new, _ = _site_fix(listed, "west", 7.5)
+    assert new.parameters["cap"].values == [8, 9, 7.5]
+    # two instances at once
+    model = _per_site({"index": ["R"], "values": {"north": 8, "south": 9, "west": 10}})
+    rows = _rows(lower(model))
+    both = [
+        Relaxation(
+            id="site_cap",
+            name=f"site_cap[{r}]",
+            kind="rhs",
+            current=rows[f"site_cap[{r}]"][1],
+            suggested=v,
+            change=v - rows[f"site_cap[{r}]"][1],
+        )
+        for r, v in (("north", 11), ("west", 4))
+    ]
+    new = apply_relaxations(model, both)
+    assert new.parameters["cap"].values == {"north": 11, "south": 9, "west": 4}
+    assert set(new.parameters) == {"cap"}
+
+
+def test_a_default_element_or_a_table_keeps_the_relaxation_parameter() -> None:
+    model = _per_site({"index": ["R"], "values": {"north": 8}, "default": 9})
+    new, _ = _site_fix(model)
+    assert new.parameters["cap"].values == {"north": 8} and new.parameters["cap"].default == 9
+    assert new.parameters["relax_site_cap"].values == {"south": 3}
+    assert _expression(new, "site_cap") == "sum(agents[r, s] for s in S) <= cap[r] + relax_site_cap[r]"
+    # one element edited, the other through the relaxation parameter
+    rows = _rows(lower(model))
+    mixed = [
+        Relaxation(
+            id="site_cap",
+            name=f"site_cap[{r}]",
+            kind="rhs",
+            current=rows[f"site_cap[{r}]"][1],
+            suggested=v,
+            change=v - rows[f"site_cap[{r}]"][1],
+        )
+        for r, v in (("north", 11), ("west", 4))
+    ]
+    new = apply_relaxations(model, mixed)
+    assert new.parameters["cap"].values == {"north": 11}
+    assert new.parameters["relax_site_cap"].values == {"west": -5}
+    tables = {"seats": {"columns": {"site": ["north", "south", "west"], "seats": [8, 9, 10]}}}
+    table = _per_site(
+        {"index": ["R"], "table": "seats", "index_columns": ["site"], "column": "seats"}, tables=tables
+    )
+    new, _ = _site_fix(table)
+    assert new.parameters["cap"].table == "seats" and new.tables["seats"] == table.tables["seats"]
+    assert new.parameters["relax_site_cap"].values == {"south": 3}
+
+
+def test_an_element_read_by_several_instances_is_not_edited() -> None:
+    data: dict[str, Any] = {
+        "sets": {"R": ["north", "south"], "S": ["early", "late"]},
+        "parameters": {"cap": {"index": ["R"], "values": {"north": 8, "south": 9}}},
+        "variables": [{"name": "agents", "index": ["R", "S"], "domain": "integer", "upper": 30}],
+        "constraints": [
+            {
+                "id": "shift_cap",
+                "template": "upper_bound",
+                "for_each": "r in R, s in S",
+                "expression": "agents[r, s] <= cap[r]",
+            }
+        ],
+    }
+    model = load_model(data)
+    r = Relaxation(
+        id="shift_cap", name="shift_cap[south,late]", kind="rhs", current=9, suggested=12, change=3
+    )
+    new = apply_relaxation(model, r)
+    assert new.parameters["cap"].values == {"north": 8, "south": 9}
+    assert new.parameters["relax_shift_cap"].values == {"south": {"late": 3}}
+    _assert_only(lower(model), lower(_roundtrip(new)), r)
+    # a scalar parameter read by every instance of a for_each constraint
+    data["parameters"] = {"cap": {"value": 9}}
+    data["constraints"][0]["expression"] = "agents[r, s] <= cap"
+    model = load_model(data)
+    new = apply_relaxation(model, r)
+    assert new.parameters["cap"].value == 9
+    assert new.parameters["relax_shift_cap"].values == {"south": {"late": 3}}
+    _assert_only(lower(model), lower(_roundtrip(new)), r)
+
+
+def test_an_edit_that_does_not_lower_the_same_falls_back_to_the_rewrite(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from solvers import relax
+
+    monkeypatch.setattr(relax._Plan, "agrees", lambda self, ref, got: False)
+    model = load_model(CALL_CENTRE)
+    new = apply_relaxation(model, TEAM_FIX)
+    assert _expression(new, "team_size") == "sum(agents[s] for s in S) <= team + 2"
+    assert new.parameters["team"].value == 14
+
+
+def test_a_lag_that_is_one_parameter_is_edited() -> None:
+    scalar = json.loads(json.dumps(JOBS))
+    scalar["parameters"]["gap"] = {"value": 1}
+    scalar["constraints"] = [
+        {"id": "seq", "template": "precedence", "before": "op['c', 1]", "after": "op['c', 2]", "lag": "gap"}
+    ]
+    model = load_model(scalar)
+    r = Relaxation(id="seq", name="seq", kind="rhs", current=1, suggested=0, change=-1)
+    new = apply_relaxation(model, r)
+    assert new.constraints[0].lag == "gap"  # type: ignore[union-attr]
+    assert new.parameters["gap"].value == 0
+    assert new.parameters["gap"].description == f"{FIX_MARK} applied: 1 -> 0 (constraint seq)."
+    _assert_only(lower(model), lower(_roundtrip(new)), r)
+    indexed = json.loads(json.dumps(JOBS))
+    indexed["parameters"]["gap"] = {"index": ["J"], "values": {"a": 1, "b": 1, "c": 1}}
+    indexed["constraints"][0]["lag"] = "gap[j]"
+    model = load_model(indexed)
+    result = _check_fixes(model, "cpsat")
+    assert result.explanation is not None
+    new = apply_relaxations(model, result.explanation.relaxations)
+    assert new.constraints[0].lag == "gap[j]"  # type: ignore[union-attr]
+    moved = {r.name for r in result.explanation.relaxations}
+    gap = new.parameters["gap"].values
+    assert isinstance(gap, dict)
+    assert {f"seq[{j}]" for j, v in gap.items() if v != 1} == moved
 
 
 # ------------------------------------------------------------------- variable bounds
