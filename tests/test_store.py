@@ -139,6 +139,44 @@ def test_sqlite_file_is_created_under_its_data_dir_with_wal_and_foreign_keys(tmp
         assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 10_000
 
 
+def test_what_clients_hand_over_is_fsynced_and_the_workers_writes_are_not(tmp_path: Path) -> None:
+    """SQLite in WAL mode: jobs, batches, answers and cancels commit with synchronous=FULL
+    (on disk, power loss included, before the API answers); a worker's claim, events and
+    finish with NORMAL (safe from any process crash; a power loss can only send the job round
+    again)."""
+    from sqlalchemy import event
+
+    levels: list[tuple[str, str]] = []
+    with JobStore.in_data_dir(tmp_path) as store:
+
+        def on_commit(conn: Any) -> None:
+            if conn.get_execution_options().get("optscribe_write"):
+                levels.append((str(conn.connection.info.get("synchronous")), _caller()))
+
+        event.listen(store._engine, "commit", on_commit)
+        job, _ = store.create_job("me", "solve", solve_request())
+        running(store)
+        store.append_events(job.id, [("stage", {"stage": "solving"}), ("log", {"line": "x"})])
+        assert store.finish(job.id, "w1", "succeeded", result={"status": "optimal"})
+        other, _ = store.create_job("me", "solve", solve_request())
+        store.request_cancel(other.id, "me")
+    assert levels == [
+        ("FULL", "create_job"),
+        ("NORMAL", "claim_next"),
+        ("NORMAL", "append_events"),
+        ("NORMAL", "finish"),
+        ("FULL", "create_job"),
+        ("FULL", "request_cancel"),
+    ]
+
+
+def _caller() -> str:
+    import traceback
+
+    names = [f.name for f in traceback.extract_stack()]
+    return [n for n in names[: names.index("_write")] if not n.startswith("_")][-1]
+
+
 @pytest.mark.parametrize("url", ["sqlite://", "sqlite:///:memory:"])
 def test_an_in_memory_database_is_refused(url: str) -> None:
     with pytest.raises(ValueError, match="SQLite file"):

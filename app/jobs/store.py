@@ -591,11 +591,19 @@ class JobStore:
             yield conn
 
     @contextmanager
-    def _write(self) -> Iterator[Connection]:
+    def _write(self, *, durable: bool = True) -> Iterator[Connection]:
+        """A write transaction. ``durable``: its commit survives a power loss (SQLite
+        ``synchronous=FULL``; Postgres ``synchronous_commit`` on). The workers' own writes
+        (claims, heartbeats, events, finishes) are not: they survive a crash of any process,
+        and a power loss can only take the last of them back, so the job runs again (its
+        lease expires), never lost. What a client hands over (jobs, batches, answers,
+        cancels, keys) always is."""
         try:
             with self._engine.connect() as conn:
-                conn.execution_options(optscribe_write=True)
+                conn.execution_options(optscribe_write=True, optscribe_durable=durable)
                 with conn.begin():
+                    if not durable and self._dialect == "postgresql":
+                        conn.exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
                     yield conn
         except OperationalError as exc:
             if _is_lock_timeout(exc):
@@ -782,7 +790,7 @@ class JobStore:
         wanted = None if kinds is None else list(kinds)
         if not self._anything_to_claim(wanted):
             return None  # idle polling stays off the write lock
-        with self._write() as conn:
+        with self._write(durable=False) as conn:
             now = self._clock()
             while True:
                 expired = self._expired_query(now, wanted).limit(1)
@@ -825,7 +833,7 @@ class JobStore:
         or a terminal one, answers None (a redelivered task then has nothing to do).
         """
         _check_key("worker_id", worker_id)
-        with self._write() as conn:
+        with self._write(durable=False) as conn:
             now = self._clock()
             job = self._find(conn, job_id, None, lock=True)
             if job is None:
@@ -915,7 +923,7 @@ class JobStore:
         After a False for cancellation the worker still holds the lease, so it can
         :meth:`finish` as ``cancelled`` with its best result.
         """
-        with self._write() as conn:
+        with self._write(durable=False) as conn:
             now = self._clock()
             done = conn.execute(
                 update(jobs)
@@ -952,7 +960,7 @@ class JobStore:
         checked = _check_error(error)
         if status == "failed" and checked is None:
             raise ValueError("a failed job needs an error {'code': ..., 'message': ...}")
-        with self._write() as conn:
+        with self._write(durable=False) as conn:
             job = self._find(conn, job_id, None, lock=True)
             if job is None or job.lease_owner != worker_id:
                 return False
@@ -968,7 +976,7 @@ class JobStore:
     def set_stage(self, job_id: str, stage: str) -> bool:
         """Record the stage a running job reached (and tell SSE listeners); False once it ended."""
         _check_key("stage", stage)
-        with self._write() as conn:
+        with self._write(durable=False) as conn:
             now = self._clock()
             seq = conn.execute(
                 update(jobs)
@@ -994,7 +1002,7 @@ class JobStore:
         _check_events(items)
         if not items:
             return []
-        with self._write() as conn:
+        with self._write(durable=False) as conn:
             return self._append(conn, job_id, self._clock(), items)
 
     def _append(
@@ -1086,7 +1094,7 @@ class JobStore:
 
     def set_needs_input(self, job_id: str, worker_id: str, questions: Any) -> bool:
         """The lease holder parks the job until the client answers ``questions`` (False if not held)."""
-        with self._write() as conn:
+        with self._write(durable=False) as conn:
             job = self._find(conn, job_id, None, lock=True)
             if job is None or job.status != "running" or job.lease_owner != worker_id:
                 return False
@@ -1141,7 +1149,7 @@ class JobStore:
         so requeueing does not count another.
         """
         changed: list[Job] = []
-        with self._write() as conn:
+        with self._write(durable=False) as conn:
             moment = now or self._clock()
             rows = conn.execute(self._expired_query(moment, None)).mappings().all()
             for row in rows:
@@ -1357,7 +1365,8 @@ def _install_sqlite_hooks(engine: Engine, busy_timeout_s: float) -> None:
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_s * 1000)}")
             cursor.execute("PRAGMA foreign_keys=ON")
-            # FULL: a commit is on disk before create_job returns, power loss included.
+            # FULL: a commit is on disk before create_job returns, power loss included
+            # (the workers' own writes choose NORMAL per transaction: see JobStore._write).
             cursor.execute("PRAGMA synchronous=FULL")
         finally:
             cursor.close()
@@ -1369,7 +1378,13 @@ def _install_sqlite_hooks(engine: Engine, busy_timeout_s: float) -> None:
             return
         dbapi_connection = conn.connection.dbapi_connection
         assert dbapi_connection is not None
-        _begin_immediate(cast(sqlite3.Connection, dbapi_connection), busy_timeout_s)
+        raw = cast(sqlite3.Connection, dbapi_connection)
+        level = "FULL" if conn.get_execution_options().get("optscribe_durable", True) else "NORMAL"
+        info = conn.connection.info
+        if info.get("synchronous") != level:  # in WAL mode NORMAL skips the fsync at commit
+            raw.execute(f"PRAGMA synchronous={level}")
+            info["synchronous"] = level
+        _begin_immediate(raw, busy_timeout_s)
 
 
 def _begin_immediate(conn: sqlite3.Connection, timeout_s: float) -> None:
