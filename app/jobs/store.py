@@ -40,6 +40,14 @@ CONFLICT DO NOTHING``:
   The row and its first event are written in one transaction, so a job that is visible is
   always complete.
 
+Durability: what a client hands over (a job, a batch, answers, a cancel, an API key) is
+committed with SQLite ``synchronous=FULL`` (Postgres ``synchronous_commit`` on): it is on
+disk, power loss included, before the API answers. A worker's own writes (claims,
+heartbeats, events, finishes) commit with ``NORMAL`` in WAL mode (Postgres: off): they
+survive the crash of any process, and a power loss can only take the last of them back,
+which sends that job round again (its lease expires); it is never lost. That halves the disk
+flushes a small job costs, which with SQLite's one writer was what two workers waited on.
+
 All times are UTC, taken from an injectable clock (never from the database's ``now()``), so
 tests can move time and leases expire deterministically. Open one store per process: the
 engine's connection pool must not cross a ``fork``.
