@@ -205,7 +205,8 @@ def test_latex_of_the_furniture_example() -> None:
     assert tex["P"] == r"P = \{\text{chair}, \text{table}\}"
     assert tex["use"] == r"\mathit{use}_{r,p},\quad r \in R,\, p \in P"
     assert tex["min_tables"] == r"\mathit{min\_tables} = 5"
-    assert tex["variable-x"] == r"x_{p} \in \mathbb{Z},\ x_{p} \ge 0,\quad p \in P"
+    # a clause after the first is a group led by \allowbreak: a narrow screen wraps between them
+    assert tex["variable-x"] == r"x_{p} \in \mathbb{Z},\allowbreak\ {x_{p} \ge 0},\allowbreak\quad {p \in P}"
     assert tex["variable-big_batch"] == r"\mathit{big\_batch} \in \{0, 1\}"
     assert view.objective is not None
     assert view.objective.tex == r"\max\; \sum_{p \in P} \mathit{profit}_{p}\, x_{p}"
@@ -397,7 +398,7 @@ def test_editing_a_constraint_starts_a_job_with_the_change(client: TestClient, s
         f"/ui/jobs/{job_id}/constraints/tables_min", data={"field_expression": "x['table' >="}
     )
     assert broken.status_code == 422  # the checker's answer, where the person typed; no job
-    assert "nothing was started" in broken.text and "tables_min" in broken.text
+    assert "Nothing was started" in broken.text and "tables_min" in broken.text
     unknown = client.post(
         f"/ui/jobs/{job_id}/constraints/tables_min", data={"field_expression": "x['table'] >= minimum"}
     )
@@ -410,7 +411,7 @@ def test_editing_a_constraint_starts_a_job_with_the_change(client: TestClient, s
     [
         ('{"schema": "optscribe.model/v1", "name": ', "line 1, column"),
         ("[1, 2]", "a model is a JSON object"),
-        ("", "the model is empty"),
+        ("", "the model box is empty"),
         ('{"schema": "optscribe.model/v1", "variables": [{"name": "x", "domain": "real"}]}', "domain"),
     ],
 )
@@ -546,3 +547,108 @@ def test_a_failed_formalization_without_a_model(tmp_path: Path, store: JobStore)
         assert ctx["view"] is None and ctx["solve"] is None and ctx["text"] == "hello"
         html = c.get(f"/ui/jobs/{job_id}").text
     assert "The job failed" in html and "the LLM wrote no model" in html and "hello" in html
+
+
+# ----------------------------------------------------------------------------- a new user's walkthrough
+
+
+def _heading_and_items(html: str) -> tuple[str, list[str]]:
+    heading = re.search(r"<h3>(.*?)</h3>", html, re.S)
+    assert heading is not None, html
+    return heading.group(1).strip(), re.findall(r"<li>(.*?)</li>", html, re.S)
+
+
+def test_one_problem_is_shown_once_under_a_heading_that_sums_it_up(client: TestClient) -> None:
+    r = client.post("/ui/jobs/model", data={"model_json": '{"foo": 1}'})
+    assert r.status_code == 422
+    heading, items = _heading_and_items(r.text)
+    assert heading == "The model has 1 problem"
+    assert len(items) == 1 and r.text.count("unknown field") == 1
+    empty = client.post("/ui/jobs/model", data={"model_json": "  "}).text
+    heading, items = _heading_and_items(empty)
+    assert heading == "There is no model to solve" and "not valid JSON" not in empty
+    assert len(items) == 1 and "the model box is empty" in items[0]
+    typo = client.post("/ui/jobs/model", data={"model_json": '{"a": '}).text
+    assert _heading_and_items(typo)[0] == "The model is not valid JSON"
+    array = client.post("/ui/jobs/model", data={"model_json": "[1]"}).text
+    assert _heading_and_items(array)[0] == "The model is not a JSON object"  # it is JSON
+    nothing = client.post("/ui/jobs/text", data={"text": " "})
+    assert nothing.status_code == 422  # the no-LLM notice first: no LLM here
+    two = {"schema": "optscribe.model/v1", "name": "m", "foo": 1, "bar": 2}
+    heading, items = _heading_and_items(
+        client.post("/ui/jobs/model", data={"model_json": json.dumps(two)}).text
+    )
+    assert heading == "The model has 2 problems" and len(items) == 2
+
+
+def test_errors_can_be_focused_and_say_nothing_was_started(client: TestClient, store: JobStore) -> None:
+    job_id = submit_model(client, golden("furniture"))
+    finish_solved(store, job_id)
+    r = client.post(f"/ui/jobs/{job_id}/constraints/tables_min", data={"field_expression": "x['t'] >= nope"})
+    assert r.status_code == 422
+    assert '<div class="error" role="alert" tabindex="-1">' in r.text
+    assert _heading_and_items(r.text)[0] == "The model has 1 problem" and "Nothing was started" in r.text
+
+
+def test_the_page_has_an_icon_of_its_own(client: TestClient) -> None:
+    html = client.get("/").text
+    assert '<link rel="icon" href="/static/favicon.svg" type="image/svg+xml">' in html
+    svg = client.get("/static/favicon.svg")
+    assert svg.status_code == 200 and svg.headers["content-type"].startswith("image/svg+xml")
+    ico = client.get("/favicon.ico")
+    assert ico.status_code == 200 and ico.headers["content-type"].startswith("image/svg+xml")
+    assert ico.content == svg.content and b"<svg" in ico.content
+
+
+def test_the_plan_shows_a_unit_column_only_when_a_decision_has_a_unit(
+    client: TestClient, store: JobStore
+) -> None:
+    furniture = submit_model(client, golden("furniture"))
+    finish_solved(store, furniture)
+    html = client.get(f"/ui/jobs/{furniture}").text
+    assert ">Unit</th>" not in html and 'class="unit"' not in html
+    assert '<td class="what">units produced</td>' in html
+    assert '<span class="what-inline">units produced</span>' in html  # shown there on a phone
+    chart = json.loads(__import__("html").unescape(re.search(r'data-chart="([^"]*)"', html).group(1)))  # type: ignore[union-attr]
+    assert chart["axis"] == "units produced" and chart["title"] == "Decisions: units produced"
+    schedule = submit_model(client, golden("workshop_schedule"))
+    finish_solved(store, schedule)
+    html = client.get(f"/ui/jobs/{schedule}").text
+    assert ">Unit</th>" in html and '<td class="unit">h</td>' in html
+
+
+def test_chart_axes_say_what_the_values_measure() -> None:
+    row = render.PlanRow
+    same = [
+        row("x[a]", "x", "a", "1", 1, "kg", "flour used"),
+        row("x[b]", "x", "b", "2", 2, "kg", "flour used"),
+    ]
+    assert render.chart_data(same).axis == "flour used (kg)"  # type: ignore[union-attr]
+    mixed = [row("x[a]", "x", "a", "1", 1, "kg", "flour"), row("y", "y", "", "2", 2, "kg", "sugar")]
+    assert render.chart_data(mixed).axis == "kg"  # type: ignore[union-attr]
+    apart = [row("x[a]", "x", "a", "1", 1, "", "flour"), row("y", "y", "", "2", 2, "h", "sugar")]
+    chart = render.chart_data(apart)
+    assert chart is not None and chart.axis == "" and chart.title == "Decisions"
+    tasks = [row("t", "t", "", "", 1, "min", "a task", start=0, end=1)]
+    assert render.chart_data(tasks).axis == "time (min)"  # type: ignore[union-attr]
+
+
+def test_the_results_editor_says_it_solves_the_edited_model(client: TestClient, store: JobStore) -> None:
+    job_id = submit_model(client, golden("furniture"))
+    finish_solved(store, job_id)
+    html = client.get(f"/ui/jobs/{job_id}").text
+    assert ">Solve the edited model</button>" in html and "Solve this model" not in html
+    assert "Point at, tap or tab to a part of the model" in html
+    # the formulas that may scroll sideways (a tab stop in Chrome) are named maths
+    formulas = re.findall(r'<div class="formula">(.*?)</div>', html, re.S)
+    assert formulas
+    for f in formulas:
+        for span in re.findall(r'<span class="tex[^"]*"[^>]*>', f):
+            assert 'role="math"' in span and re.search(r'aria-label="[^"]+"', span), span
+    assert 'aria-label="for each r in R"' in html
+
+
+def test_the_no_llm_notice_says_where_the_docs_are(client: TestClient) -> None:
+    html = client.get("/").text
+    assert "<code>docs/llm.md</code>\n  in the optscribe repository" in html
+    assert re.search(r'<pre class="scroll-x" tabindex="0" role="region" aria-label="[^"]+">', html)

@@ -457,6 +457,8 @@ def _bound_tex(b: float | str | None, letters: str) -> str:
 
 
 def variable_part(v: Variable) -> Part:
+    # Each clause after the first is a group (no line break inside it: "start \in" never ends
+    # a line) led by \allowbreak, so a narrow screen wraps the line between clauses.
     sym, letters, over = _indexed(v.name, v.index)
     if v.domain == "interval":
         dur = _bound_tex(v.duration, letters)
@@ -464,21 +466,25 @@ def variable_part(v: Variable) -> Part:
         for label, window in (("start", v.start), ("end", v.end)):
             if window is not None:
                 tex += (
-                    f",\\ \\operatorname{{{label}}} \\in "
-                    f"[{_bound_tex(window[0], letters)}, {_bound_tex(window[1], letters)}]"
+                    f",\\allowbreak\\ {{\\operatorname{{{label}}} \\in "
+                    f"[{_bound_tex(window[0], letters)}, {_bound_tex(window[1], letters)}]}}"
                 )
     else:
         tex = f"{sym} \\in {_DOMAINS[v.domain]}"
         if v.domain not in ("binary", "boolean"):
             lo, hi = v.lower, v.upper
             if lo is not None and hi is not None:
-                tex += f",\\ {_bound_tex(lo, letters)} \\le {sym} \\le {_bound_tex(hi, letters)}"
+                bounds = f"{_bound_tex(lo, letters)} \\le {sym} \\le {_bound_tex(hi, letters)}"
             elif lo is not None:
-                tex += f",\\ {sym} \\ge {_bound_tex(lo, letters)}"
+                bounds = f"{sym} \\ge {_bound_tex(lo, letters)}"
             elif hi is not None:
-                tex += f",\\ {sym} \\le {_bound_tex(hi, letters)}"
+                bounds = f"{sym} \\le {_bound_tex(hi, letters)}"
+            else:
+                bounds = ""
+            if bounds:
+                tex += f",\\allowbreak\\ {{{bounds}}}"
     if over:
-        tex += f",\\quad {over}"
+        tex += f",\\allowbreak\\quad {{{over}}}"
     note = v.description or ""
     if v.unit:
         note += f" ({v.unit})" if note else v.unit
@@ -606,9 +612,10 @@ class ChartData:
     kind: str  # "gantt" | "bars"
     title: str
     items: list[dict[str, Any]]
+    axis: str = ""  # the value axis's title: what the values measure, "" when unknown
 
     def to_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, "title": self.title, "items": self.items}
+        return {"kind": self.kind, "title": self.title, "items": self.items, "axis": self.axis}
 
 
 def chart_data(rows: Sequence[PlanRow]) -> ChartData | None:
@@ -618,16 +625,31 @@ def chart_data(rows: Sequence[PlanRow]) -> ChartData | None:
     if tasks:
         items = [{"label": r.label, "group": r.variable, "start": r.start, "end": r.end} for r in tasks]
         units = {r.unit for r in tasks if r.unit}
-        title = "Schedule" + (f" ({units.pop()})" if len(units) == 1 else "")
-        return ChartData("gantt", title, items)
+        unit = units.pop() if len(units) == 1 else ""
+        title = "Schedule" + (f" ({unit})" if unit else "")
+        return ChartData("gantt", title, items, f"time ({unit})" if unit else "time")
     bars = [r for r in rows if r.start is None]
     if not 2 <= len(bars) <= MAX_BARS:
         return None
-    units = {r.unit for r in bars if r.unit}
-    title = "Decisions" + (f" ({units.pop()})" if len(units) == 1 else "")
+    axis = shared_measure(bars)
     return ChartData(
-        "bars", title, [{"label": r.label, "group": r.variable, "value": r.number} for r in bars]
+        "bars",
+        f"Decisions: {axis}" if axis else "Decisions",
+        [{"label": r.label, "group": r.variable, "value": r.number} for r in bars],
+        axis,
     )
+
+
+def shared_measure(rows: Sequence[PlanRow]) -> str:
+    """What every row's value measures, when they all share it: the description and unit
+    (``units produced (kg)``), the one alone, or "" when the rows differ."""
+    descriptions = {r.description for r in rows}
+    units = {r.unit for r in rows}
+    description = descriptions.pop() if len(descriptions) == 1 else ""
+    unit = units.pop() if len(units) == 1 else ""
+    if description and unit:
+        return f"{description} ({unit})"
+    return description or unit
 
 
 # ----------------------------------------------------------------------------- highlighting

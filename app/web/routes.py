@@ -23,7 +23,7 @@ from typing import Annotated, Any
 import jinja2
 from fastapi import APIRouter, Depends, Form, Request
 from fastapi import Path as PathParam
-from fastapi.responses import HTMLResponse
+from fastapi.responses import FileResponse, HTMLResponse
 from fastapi.templating import Jinja2Templates
 from markupsafe import Markup
 from pydantic import ValidationError
@@ -35,7 +35,7 @@ from app.api.routes_jobs import JobIn, submit_answers, submit_job
 from app.errors import CONFIGURE_LLM
 from app.jobs.store import Job, JobStore
 from solvers.api import load_model
-from solvers.errors import Issue, ModelError, OptscribeError
+from solvers.errors import CheckFailed, Issue, ModelError, OptscribeError
 from solvers.model import Model
 from solvers.result import Relaxation
 
@@ -145,6 +145,14 @@ async def index(request: Request, services: ServicesDep) -> HTMLResponse:
     return _html(request, "index.html", _page_context(request, services))
 
 
+@page_router.get("/favicon.ico", include_in_schema=False)
+async def favicon() -> FileResponse:
+    """The page links its icon (``/static/favicon.svg``); clients that ask here get it too."""
+    return FileResponse(
+        STATIC / "favicon.svg", media_type="image/svg+xml", headers={"Cache-Control": "max-age=86400"}
+    )
+
+
 @page_router.get("/ui/examples/{slug}", response_class=HTMLResponse)
 async def example_forms(
     request: Request, services: ServicesDep, slug: Annotated[str, PathParam(max_length=64)]
@@ -170,12 +178,34 @@ def _error_fragment(request: Request, exc: BaseException, title: str = "") -> HT
     except (ValueError, KeyError, TypeError):  # pragma: no cover - the mapper always answers JSON
         body = {"code": "internal", "message": "optscribe could not answer this request"}
     status = response.status_code if response.status_code >= 400 else 422
-    return _html(request, "error.html", {"error": body, "title": title}, status=_swappable(status))
+    return _html(request, "error.html", error_view(body, title), status=_swappable(status))
 
 
-def _issues_fragment(request: Request, code: str, message: str, issues: list[dict[str, Any]]) -> HTMLResponse:
+def _issues_fragment(
+    request: Request, code: str, message: str, issues: list[dict[str, Any]], title: str = ""
+) -> HTMLResponse:
     body = {"code": code, "message": message, "issues": issues}
-    return _html(request, "error.html", {"error": body, "title": ""}, status=422)
+    return _html(request, "error.html", error_view(body, title), status=422)
+
+
+def error_view(body: dict[str, Any], title: str = "") -> dict[str, Any]:
+    """What error.html shows: a heading that sums the error up (``title``, else how many
+    problems it has), the message only where it says more than its issues, and the issues."""
+    issues = [i for i in body.get("issues") or [] if isinstance(i, dict)]
+    message = str(body.get("message") or "")
+    if len(issues) == 1 and str(issues[0].get("message") or "") in message:
+        message = ""  # the mapper's one-issue message repeats the issue: show it once
+    if title:
+        heading = title
+    elif issues:
+        n = len(issues)
+        subject = "The request" if body.get("code") == "invalid_request" else "The model"
+        heading = f"{subject} has {n} problem{'s' if n != 1 else ''}"
+    elif message:  # the message alone: it is the heading
+        heading, message = message[:1].upper() + message[1:], ""
+    else:
+        heading = "This could not be done"
+    return {"error": body, "heading": heading, "message": message, "issues": issues}
 
 
 def _swappable(status: int) -> int:
@@ -199,7 +229,7 @@ async def _start(
         found = await run_in_threadpool(precheck, job_in.model, services.settings.sync_model_max_variables)
         if found:
             return _issues_fragment(
-                request, "check_failed", "the model has problems; nothing was started", found
+                request, "check_failed", "Nothing was started: fix the model, then solve it again.", found
             )
     try:
         job = await submit_job(job_in, store, caller, services.settings, services)
@@ -218,6 +248,8 @@ def precheck(data: dict[str, Any], max_variables: int) -> list[dict[str, Any]]:
 
     try:
         model = load_model(data)
+    except CheckFailed as e:  # several problems at once (two unknown fields): each of them
+        return [i.to_dict() for i in e.issues]
     except ModelError:
         return []  # worded by the job submission, in the one error shape
     columns = estimate_columns(model)
@@ -245,7 +277,7 @@ async def submit_text(
         return _html(request, "no_llm.html", {"llm_reason": reason, "configure_llm": CONFIGURE_LLM}, 422)
     if not text.strip():
         issue = Issue(code="empty", message="the problem text is empty", fix="describe the decision to make")
-        return _issues_fragment(request, "invalid_request", "nothing to formalize", [issue.to_dict()])
+        return _issues_fragment(request, "invalid_request", "", [issue.to_dict()], "Nothing to formalize")
     form = await request.form()
     tables: dict[str, dict[str, str]] = {}
     for i in range(1, MAX_TABLES + 1):
@@ -257,11 +289,12 @@ async def submit_text(
     return await _start(request, services, store, caller, {"text": text, "tables": tables})
 
 
-def _parse_model_json(text: str) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
-    """The pasted model as data, or the JSON error with its line and column."""
+def _parse_model_json(text: str) -> tuple[dict[str, Any] | None, str, list[dict[str, Any]]]:
+    """The pasted model as data, or what is wrong with it (a heading and the issue: the JSON
+    error with its line and column)."""
     if not text.strip():
-        issue = Issue(code="empty", message="the model is empty", fix="paste a model, or load an example")
-        return None, [issue.to_dict()]
+        issue = Issue(code="empty", message="the model box is empty", fix="paste a model, or load an example")
+        return None, "There is no model to solve", [issue.to_dict()]
     try:
         data = json.loads(text)
     except json.JSONDecodeError as e:
@@ -273,10 +306,11 @@ def _parse_model_json(text: str) -> tuple[dict[str, Any] | None, list[dict[str, 
             position=e.pos,
             fix="check quotes, commas and brackets",
         )
-        return None, [issue.to_dict()]
+        return None, "The model is not valid JSON", [issue.to_dict()]
     if not isinstance(data, dict):
-        return None, [Issue(code="json", message="a model is a JSON object {...}").to_dict()]
-    return data, []
+        issue = Issue(code="json", message="a model is a JSON object {...}", fix="start the model with {")
+        return None, "The model is not a JSON object", [issue.to_dict()]
+    return data, "", []
 
 
 @ui_router.post("/jobs/model", response_class=HTMLResponse)
@@ -294,9 +328,9 @@ async def submit_model(
     The problem's words go with it when there are any (``source_text`` from the editor of an
     earlier job, else the text box of the page), so the result marks the model's sentences in
     them; they are not formalized."""
-    data, issues = _parse_model_json(model_json)
+    data, heading, issues = _parse_model_json(model_json)
     if data is None:
-        return _issues_fragment(request, "invalid_json", "the model is not valid JSON", issues)
+        return _issues_fragment(request, "invalid_json", "", issues, heading)
     body: dict[str, Any] = {"model": data}
     words = source_text if source_text.strip() else text
     if words.strip():
@@ -424,7 +458,7 @@ async def answer(
                 answers[str(value)] = reply
     if not answers:
         issue = Issue(code="empty", message="no question was answered", fix="answer at least one question")
-        return _issues_fragment(request, "invalid_request", "nothing to send", [issue.to_dict()])
+        return _issues_fragment(request, "invalid_request", "", [issue.to_dict()], "Nothing to send")
     try:
         job = await submit_answers(store, job_id, caller, answers, services)
     except Exception as e:
