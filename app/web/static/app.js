@@ -5,6 +5,8 @@
  *   fetch so the key can travel as a header), then swaps in the job's fragment;
  * - renders LaTeX with KaTeX (trust off) and charts with Chart.js;
  * - highlights the sentence a part of the model came from, on hover and on keyboard focus;
+ * - shows a refusal of a form in the result in that form, brings an error into view and
+ *   focuses it, and marks a result that a refused new model left on screen as the old one;
  * - cancel and export buttons over the /v1 API.
  *
  * Text from users or the LLM is only ever set with textContent, never parsed as HTML.
@@ -80,8 +82,69 @@
       evt.detail.shouldSwap = false;
       evt.detail.isError = false;
       toast(errorFromXhr(xhr));
+      return;
+    }
+    // A refusal of a form in the result (the model editor, a constraint edit, a suggestion,
+    // the answers): shown in that form, where the person acted, not in #run far above. A
+    // job it starts still goes to #run, and clears the result (progress.html).
+    // (The event fires on the target, #run; the form that asked is the request's element.)
+    const asked = evt.detail.requestConfig ? evt.detail.requestConfig.elt : null;
+    const form = asked instanceof Element ? asked.closest("form") : null;
+    if (xhr.status === 422 && form && form.closest("#result")) {
+      evt.detail.target = errorSlot(form);
+      evt.detail.swapOverride = "innerHTML";
     }
   });
+
+  function errorSlot(form) {
+    let slot = form.querySelector(":scope > .form-error");
+    if (!slot) {
+      slot = document.createElement("div");
+      slot.className = "form-error";
+      form.appendChild(slot);
+    }
+    return slot;
+  }
+
+  const STALE_NOTE =
+    "This result is of the model solved before: what you just sent was not solved (see the error above).";
+  const KEPT_NOTE =
+    "Nothing was solved: the result on this page is still that of the model before this change.";
+
+  document.addEventListener("htmx:afterSwap", function (evt) {
+    const target = evt.detail.target;
+    if (!(target instanceof Element)) return;
+    const error = target.querySelector(".error[tabindex='-1']");
+    if (!error) return;
+    if (target.classList.contains("form-error")) {
+      if (target.closest("article.job")) {
+        // (not in the questions' form: there is no result yet)
+        const kept = document.createElement("p");
+        kept.className = "note";
+        kept.textContent = KEPT_NOTE;
+        error.appendChild(kept);
+      }
+    } else if (target.id === "run") {
+      markStale(document.querySelector("#result article.job"));
+    }
+    focusError(error);
+  });
+
+  // The error is where the person acted, or above the result: bring it into view and give it
+  // the focus, so that it is seen and read out whatever was on screen.
+  function focusError(error) {
+    error.focus({ preventScroll: true });
+    error.scrollIntoView({ block: "center" });
+  }
+
+  function markStale(job) {
+    if (!job || job.classList.contains("stale")) return;
+    job.classList.add("stale");
+    const note = document.createElement("p");
+    note.className = "stale-note";
+    note.textContent = STALE_NOTE;
+    job.insertBefore(note, job.firstChild);
+  }
 
   document.addEventListener("htmx:responseError", function (evt) {
     toast(errorFromXhr(evt.detail.xhr));
@@ -213,7 +276,7 @@
         responsive: true,
         maintainAspectRatio: false,
         plugins: { legend: { display: groups.length > 1 }, title: { display: false } },
-        scales: { x: { beginAtZero: true, title: { display: spec.kind === "gantt", text: "time" } } },
+        scales: { x: { beginAtZero: true, title: { display: Boolean(spec.axis), text: spec.axis || "" } } },
       },
     });
   }
@@ -232,7 +295,7 @@
     lowering: "Building the solver model",
     solving: "Solving",
     explaining: "Explaining why there is no plan",
-    done: "Done",
+    done: "", // the job's status says it ("Finished"): one line, not two
   };
 
   function words(name) {
@@ -240,6 +303,7 @@
   }
 
   function addStage(list, text) {
+    if (!text) return;
     const last = list.lastElementChild;
     if (last && last.textContent === text) return;
     const li = document.createElement("li");
