@@ -875,10 +875,13 @@ class JobStore:
             "updated_at": now,
             "running_at": job.timestamps.get("running", now),
         }
-        conn.execute(update(jobs).where(jobs.c.id == job.id).values(values))
+        values["event_seq"] = jobs.c.event_seq + 1
+        query = update(jobs).where(jobs.c.id == job.id).values(values).returning(jobs)
+        row = conn.execute(query).mappings().one()
+        leased = _job_from_row(row)
         data = {"status": "running", "attempts": attempts, "worker": worker_id}
-        self._add_event(conn, job.id, now, "status", data)
-        return self._get(conn, job.id)
+        self._insert_event(conn, job.id, row["event_seq"], now, "status", data)
+        return leased
 
     def _settle_dead(self, conn: Connection, job: Job, now: datetime) -> Job:
         """End a job whose worker died: cancelled if asked to, failed if out of attempts."""
@@ -903,6 +906,23 @@ class JobStore:
         error: dict[str, Any] | None = None,
         release: bool = False,
     ) -> Job:
+        self._end_rows(conn, job, status, now, result=result, error=error, release=release)
+        return self._get(conn, job.id)
+
+    def _end_rows(
+        self,
+        conn: Connection,
+        job: Job,
+        status: TerminalStatus,
+        now: datetime,
+        *,
+        result: Any = None,
+        error: dict[str, Any] | None = None,
+        release: bool = False,
+        events: Sequence[tuple[EventType, Mapping[str, Any]]] = (),
+    ) -> None:
+        """The job's end in two statements: its row (with room for ``events`` and the final
+        status event in its event sequence), then those events in one insert."""
         # A worker that finishes stays recorded as lease_owner, so that it can repeat its
         # finish; a dead worker is released, so that a late finish of its own is refused.
         values: dict[str, Any] = {
@@ -917,12 +937,20 @@ class JobStore:
         }
         if release:
             values["lease_owner"] = None
-        conn.execute(update(jobs).where(jobs.c.id == job.id).values(values))
+        values["event_seq"] = jobs.c.event_seq + len(events) + 1
+        last = conn.execute(
+            update(jobs).where(jobs.c.id == job.id).values(values).returning(jobs.c.event_seq)
+        ).scalar_one()
         data: dict[str, Any] = {"status": status}
         if error is not None:
             data["error"] = error
-        self._add_event(conn, job.id, now, "status", data)
-        return self._get(conn, job.id)
+        items = [*events, ("status", data)]
+        first = last - len(items) + 1
+        rows = [
+            {"job_id": job.id, "seq": first + i, "ts": now, "type": kind, "data": dict(d)}
+            for i, (kind, d) in enumerate(items)
+        ]
+        conn.execute(insert(job_events), rows)
 
     def heartbeat(self, job_id: str, worker_id: str, lease_seconds: float) -> bool:
         """Extend the lease; False means stop: the lease is lost, or cancel was requested.
@@ -976,9 +1004,7 @@ class JobStore:
                 return job.status == status
             if job.status != "running":
                 return False
-            now = self._clock()
-            self._append(conn, job_id, now, events)
-            self._end(conn, job, status, now, result=result, error=checked)
+            self._end_rows(conn, job, status, self._clock(), result=result, error=checked, events=events)
             return True
 
     def set_stage(self, job_id: str, stage: str) -> bool:
