@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 from shared_models import WORKSHOP_TEXT, workshop_model
+from test_jobs_api import job_settings
 
 from app.api import create_app
 from app.api.security import hash_key
@@ -33,21 +34,8 @@ WORKER = "test-worker"
 
 
 def settings_for(tmp: Path, **changes: Any) -> Settings:
-    values: dict[str, Any] = {
-        "llm_base_url": None,
-        "llm_api_key": None,
-        "llm_model": None,
-        "llm_cache_dir": None,
-        "api_keys_required": False,
-        "api_key_hashes": [],
-        "rate_limit_per_minute": None,
-        "cors_origins": [],
-        "data_dir": tmp,
-        "job_store_url": None,
-        "workers": 0,
-    }
-    values.update(changes)
-    return Settings(**values)
+    """The API tests' settings (no LLM, no keys, no limits) with no embedded workers."""
+    return job_settings(tmp, **{"workers": 0, **changes})
 
 
 @pytest.fixture

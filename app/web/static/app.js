@@ -235,38 +235,27 @@
     });
     const box = canvas.parentElement;
     if (box) box.style.height = Math.max(180, Math.min(900, 28 * labels.length + 70)) + "px";
-    let datasets;
-    if (spec.kind === "gantt") {
-      datasets = groups.map(function (g, i) {
-        return {
-          label: g,
-          grouped: false,
-          backgroundColor: PALETTE[i % PALETTE.length],
-          data: spec.items
-            .filter(function (it) {
-              return it.group === g;
-            })
-            .map(function (it) {
-              return { x: [it.start, it.end], y: it.label };
-            }),
-        };
-      });
-    } else {
-      datasets = groups.map(function (g, i) {
-        return {
-          label: g,
-          grouped: false,
-          backgroundColor: PALETTE[i % PALETTE.length],
-          data: spec.items
-            .filter(function (it) {
-              return it.group === g;
-            })
-            .map(function (it) {
-              return { x: it.value, y: it.label };
-            }),
-        };
-      });
-    }
+    // A Gantt bar floats from start to end; a quantity's bar starts at zero.
+    const point =
+      spec.kind === "gantt"
+        ? function (it) {
+            return { x: [it.start, it.end], y: it.label };
+          }
+        : function (it) {
+            return { x: it.value, y: it.label };
+          };
+    const datasets = groups.map(function (g, i) {
+      return {
+        label: g,
+        grouped: false,
+        backgroundColor: PALETTE[i % PALETTE.length],
+        data: spec.items
+          .filter(function (it) {
+            return it.group === g;
+          })
+          .map(point),
+      };
+    });
     new window.Chart(canvas, {
       type: "bar",
       data: { labels: labels, datasets: datasets },
