@@ -35,12 +35,12 @@ def register(app: typer.Typer) -> None:
         ] = None,
         workers: Annotated[
             int | None,
-            typer.Option("--workers", min=0, help="In-process job workers (default: OPTSCRIBE_WORKERS)."),
+            typer.Option("--workers", min=0, help="Embedded job workers (default: OPTSCRIBE_WORKERS)."),
         ] = None,
     ) -> None:
         """Start the REST API, its docs (/docs) and the web form (/), with embedded job workers.
 
-        Jobs are kept in SQLite under --data-dir and run by --workers in-process workers.
+        Jobs are kept in SQLite under --data-dir and run by --workers worker processes.
 
         `optscribe settings` lists every setting."""
         import uvicorn

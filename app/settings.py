@@ -134,7 +134,12 @@ class Settings(BaseSettings):
     job_store_url: str | None = Field(
         default=None, description="SQLAlchemy URL of the job store (Postgres); unset: SQLite in data_dir"
     )
-    workers: int = Field(default=2, ge=0, description="`optscribe serve`: in-process job workers (0: none)")
+    workers: int = Field(default=2, ge=0, description="`optscribe serve`: embedded job workers (0: none)")
+    embedded_workers: Literal["processes", "threads"] = Field(
+        default="processes",
+        description="`optscribe serve`'s workers: child processes (each its own interpreter), "
+        "or threads in the API's process",
+    )
     job_runner: Literal["embedded", "celery"] = Field(
         default="embedded",
         description="who runs jobs: the embedded workers of `optscribe serve`, or Celery workers "

@@ -552,3 +552,42 @@ def test_restart_mid_queue_loses_nothing(tmp_path: Path) -> None:
         assert sorted(j["id"] for j in listed) == sorted(ids)  # none lost, none doubled
     finally:
         _kill_group(proc)
+
+
+def test_worker_processes_replace_a_killed_one_and_every_job_ends(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`serve`'s workers are processes: one killed with SIGKILL mid-solve is started again,
+    its job is taken again once its lease runs out, and every job succeeds once."""
+    from app.jobs.processes import WorkerProcesses
+
+    monkeypatch.setenv(TESTING_ENV, "1")  # the children inherit it: the "hang" hook works there
+    settings = job_settings(tmp_path, workers=2, job_lease_seconds=1.0)
+    store = JobStore.in_data_dir(tmp_path)
+    slow, _ = store.create_job("me", "solve", solve_body(_testing={"hang": 2}))
+    quick = [store.create_job("me", "solve", solve_body())[0].id for _ in range(6)]
+    workers = WorkerProcesses(settings)
+    workers.start()
+    try:
+        deadline = time.monotonic() + 60
+        while (job := store.load_job(slow.id)) is None or job.lease_owner is None:
+            assert time.monotonic() < deadline, "no worker process took the slow job"
+            time.sleep(0.05)
+        victim = int(job.lease_owner.split("-")[-3])  # "<host>-<pid>-<tag>-w0"
+        assert victim in [p.pid for p in workers._procs]
+        os.kill(victim, signal.SIGKILL)
+        for job_id in [slow.id, *quick]:
+            while (done := store.load_job(job_id)) is None or not done.is_terminal:
+                assert time.monotonic() < deadline, f"job {job_id} did not end"
+                time.sleep(0.1)
+            assert done.status == "succeeded", (done.status, done.error)
+        again = store.load_job(slow.id)
+        assert again is not None and again.attempts == 2
+        assert workers.restarts >= 1
+        while workers.probe() is not None:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+    finally:
+        workers.stop()
+        store.close()
+    assert workers.probe() == "the job workers are not running"

@@ -205,7 +205,13 @@ def create_service_app(settings: Settings | None = None) -> FastAPI:
 
     celery = settings.job_runner == "celery"
     embedded = settings.workers > 0 and not celery
-    supervisor = Supervisor(store, settings, pipeline_factory=pipeline) if embedded else None
+    supervisor: Any = None
+    if embedded and settings.embedded_workers == "processes":
+        from app.jobs.processes import WorkerProcesses
+
+        supervisor = WorkerProcesses(settings)
+    elif embedded:
+        supervisor = Supervisor(store, settings, pipeline_factory=pipeline)
     app = create_app(settings, job_store=store, supervisor=supervisor, close_store=True)
     services = holder["services"] = services_of(app)
     if celery:

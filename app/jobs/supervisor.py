@@ -1,4 +1,8 @@
-"""The embedded job workers: threads in the API's process, solves in the pool's children.
+"""Job worker threads over one store, solves in the pool's children.
+
+``optscribe serve`` runs one of these (with one worker) in each of its worker processes
+(:mod:`app.jobs.processes`); with ``OPTSCRIBE_EMBEDDED_WORKERS=threads`` it runs one with
+``workers`` threads in the API's own process, and tests run it in process too.
 
 :class:`Supervisor` runs ``workers`` threads; each claims the next job from the store
 (:meth:`JobStore.claim_next`, a lease) and runs it with :func:`~app.jobs.execute.execute_job`,
