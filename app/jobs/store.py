@@ -944,13 +944,7 @@ class JobStore:
         data: dict[str, Any] = {"status": status}
         if error is not None:
             data["error"] = error
-        items = [*events, ("status", data)]
-        first = last - len(items) + 1
-        rows = [
-            {"job_id": job.id, "seq": first + i, "ts": now, "type": kind, "data": dict(d)}
-            for i, (kind, d) in enumerate(items)
-        ]
-        conn.execute(insert(job_events), rows)
+        self._insert_events(conn, job.id, last, now, [*events, ("status", data)])
 
     def heartbeat(self, job_id: str, worker_id: str, lease_seconds: float) -> bool:
         """Extend the lease; False means stop: the lease is lost, or cancel was requested.
@@ -1057,13 +1051,25 @@ class JobStore:
         last = conn.execute(query.values(values).returning(jobs.c.event_seq)).scalar_one_or_none()
         if last is None:
             return []
-        first = last - len(items) + 1
+        return self._insert_events(conn, job_id, last, now, items)
+
+    @staticmethod
+    def _insert_events(
+        conn: Connection,
+        job_id: str,
+        last: int,
+        now: datetime,
+        items: Sequence[tuple[EventType, Mapping[str, Any]]],
+    ) -> list[int]:
+        """Insert ``items`` as the job's events numbered up to ``last`` (already reserved in
+        its ``event_seq``), in one statement; answer their numbers."""
+        seqs = list(range(last - len(items) + 1, last + 1))
         rows = [
-            {"job_id": job_id, "seq": first + i, "ts": now, "type": kind, "data": dict(data)}
-            for i, (kind, data) in enumerate(items)
+            {"job_id": job_id, "seq": seq, "ts": now, "type": kind, "data": dict(data)}
+            for seq, (kind, data) in zip(seqs, items, strict=True)
         ]
         conn.execute(insert(job_events), rows)
-        return [row["seq"] for row in rows]
+        return seqs
 
     def events_after(self, job_id: str, seq: int = 0, limit: int = 100) -> list[JobEvent]:
         """The job's events with a sequence number above ``seq``, in order (at most ``limit``)."""
