@@ -330,12 +330,6 @@ def _shutdown_pool_process(**_: Any) -> None:
         log.exception("could not close the job resources of pool process %s", os.getpid())
 
 
-def _pipeline_factory(settings: Settings) -> Any:
-    from app.formalize.pipeline import Pipeline
-
-    return lambda: Pipeline(settings=settings)
-
-
 # ------------------------------------------------------------------------------------ task
 
 
@@ -347,7 +341,7 @@ def task_id_for(job_id: str) -> str:
 @celery_app.task(name=TASK_NAME, bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=None)  # type: ignore[untyped-decorator]
 def run_job(self: Any, job_id: str) -> str:
     """Lease the job ``job_id`` and run it to its end; answer how it ended (or why not run)."""
-    from .execute import execute_job
+    from .execute import execute_job, pipeline_factory
 
     try:
         store, pool = _resources()
@@ -363,7 +357,7 @@ def run_job(self: Any, job_id: str) -> str:
     _catch_sigterm()
     _running.update(job_id=job_id, worker_id=worker_id)
     try:
-        return str(execute_job(store, job, worker_id, pool, _pipeline_factory(settings), settings))
+        return str(execute_job(store, job, worker_id, pool, pipeline_factory(settings), settings))
     except SoftTimeLimitExceeded:
         return _timed_out(store, job, worker_id)
     finally:

@@ -71,6 +71,11 @@ _LLM_ERRORS: tuple[tuple[type[BaseException], str], ...] = (
 )
 
 
+def pipeline_factory(settings: Settings) -> PipelineFactory:
+    """Pipelines with their own LLM client from ``settings`` (a worker process of its own)."""
+    return lambda: Pipeline(settings=settings)
+
+
 def job_limits(settings: Settings) -> Limits:
     """The solve limits of a job under ``settings``."""
     return Limits(
@@ -183,7 +188,7 @@ class _Events:
         """Write what is waiting; a failure drops it (events are progress, never a reason to
         lose the solve)."""
         with self._writing:
-            batch = self.take_unlocked()
+            batch = self._take()
             if not batch:
                 return
             try:
@@ -196,9 +201,9 @@ class _Events:
     def take(self) -> list[tuple[EventType, Mapping[str, Any]]]:
         """What is still waiting, for the job's finish (after any write in progress)."""
         with self._writing:
-            return self.take_unlocked()
+            return self._take()
 
-    def take_unlocked(self) -> list[tuple[EventType, Mapping[str, Any]]]:
+    def _take(self) -> list[tuple[EventType, Mapping[str, Any]]]:
         with self._lock:
             batch, self._pending, self._since = self._pending, [], None
         return batch

@@ -106,9 +106,6 @@ class WorkerProcesses:
         self._procs = []
         self._pipes = []
 
-    def alive(self) -> bool:
-        return bool(self._procs) and all(p.is_alive() for p in self._procs)
-
     def probe(self) -> str | None:
         """For /readyz."""
         if not self._procs:
@@ -120,8 +117,8 @@ class WorkerProcesses:
 def worker_main(settings: Settings, n: int, stop: Connection, parent: int) -> None:
     """A child: one worker and a sweeper over its own store, until told to stop or orphaned."""
     from app.api.main import open_job_store
-    from app.formalize.pipeline import Pipeline
 
+    from .execute import pipeline_factory
     from .supervisor import Supervisor
 
     # Ctrl-C reaches the whole process group: the server's shutdown stops us (after the job
@@ -129,7 +126,7 @@ def worker_main(settings: Settings, n: int, stop: Connection, parent: int) -> No
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s worker-{n} %(levelname)s %(message)s")
     store = open_job_store(settings)
-    supervisor = Supervisor(store, settings, workers=1, pipeline_factory=lambda: Pipeline(settings=settings))
+    supervisor = Supervisor(store, settings, workers=1, pipeline_factory=pipeline_factory(settings))
     supervisor.start()
     try:
         while not stop.poll(_CHECK_S):  # a message, or EOF when the server's process is gone
