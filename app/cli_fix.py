@@ -58,6 +58,8 @@ def register(
             from solvers.relax import apply_relaxations
             from solvers.result import Status
 
+            from .cli import _fmt
+
             m = read_model(model)
             options = SolveOptions(time_limit=time_limit, explain=True)
             first = solve_model(m, options=options)
@@ -88,7 +90,7 @@ def register(
             typer.echo(f"{m.name}: infeasible. Applied {len(suggestions)} change(s):")
             for s in suggestions:
                 where = f' ("{s.source}")' if s.source else ""
-                typer.echo(f"- {s.name}: {s.kind} {_num(s.current)} -> {_num(s.suggested)}{where}")
+                typer.echo(f"- {s.name}: {s.kind} {_fmt(s.current)} -> {_fmt(s.suggested)}{where}")
             typer.echo("")
             again = solve_model(fixed, options=options)
             typer.echo(render_result(again, fixed))
@@ -97,7 +99,3 @@ def register(
                 typer.echo(f"wrote the fixed model to {output}", err=True)
             else:
                 typer.echo("(the fixed model was not written: add -o FILE)", err=True)
-
-
-def _num(x: float) -> str:
-    return str(int(x)) if float(x).is_integer() and abs(x) < 1e15 else f"{x:.6g}"

@@ -47,13 +47,14 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import httpx2
 import pytest
+from llm_stub import Reply as StubReply  # one scripted answer: status, JSON or text body, delay
 from llm_stub import chat_response
 from playwright.sync_api import Browser, ConsoleMessage, Page, Playwright, Request, Response, sync_playwright
 from playwright.sync_api import Error as PlaywrightError
@@ -109,17 +110,6 @@ def _failed(request: pytest.FixtureRequest) -> bool:
 
 
 # ---------------------------------------------------------------------------------- stub LLM
-
-
-@dataclass
-class StubReply:
-    """One scripted HTTP answer of the stub: any status, a JSON or text body, a delay."""
-
-    status: int = 200
-    json: Any = None
-    text: str | None = None
-    headers: dict[str, str] = field(default_factory=dict)
-    delay: float = 0.0
 
 
 @dataclass(frozen=True)
