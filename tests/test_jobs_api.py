@@ -278,9 +278,8 @@ def test_a_short_job_costs_two_writes_and_keeps_its_events(
 ) -> None:
     """Claim and finish: the stages and log lines of a solve shorter than the flush interval
     are written with its finish, in one transaction, not in a commit (an fsync) per stage."""
-    import traceback
-
     from sqlalchemy import event
+    from test_store import write_caller
 
     from app.jobs import execute
 
@@ -292,10 +291,9 @@ def test_a_short_job_costs_two_writes_and_keeps_its_events(
     writes: list[str] = []
 
     def on_commit(conn: Any) -> None:
-        names = [f.name for f in traceback.extract_stack()]
-        if "_write" in names:
-            callers = [n for n in names[: names.index("_write")] if not n.startswith("__")]
-            writes.append(callers[-1])
+        caller = write_caller()
+        if caller is not None:
+            writes.append(caller)
 
     event.listen(store._engine, "commit", on_commit)
     claimed = store.claim_next("w1", 30.0)

@@ -151,7 +151,7 @@ def test_what_clients_hand_over_is_fsynced_and_the_workers_writes_are_not(tmp_pa
 
         def on_commit(conn: Any) -> None:
             if conn.get_execution_options().get("optscribe_write"):
-                levels.append((str(conn.connection.info.get("synchronous")), _caller()))
+                levels.append((str(conn.connection.info.get("synchronous")), str(write_caller())))
 
         event.listen(store._engine, "commit", on_commit)
         job, _ = store.create_job("me", "solve", solve_request())
@@ -170,10 +170,14 @@ def test_what_clients_hand_over_is_fsynced_and_the_workers_writes_are_not(tmp_pa
     ]
 
 
-def _caller() -> str:
+def write_caller() -> str | None:
+    """Inside a store transaction: the public JobStore method that opened it with ``_write``
+    (None outside a write)."""
     import traceback
 
     names = [f.name for f in traceback.extract_stack()]
+    if "_write" not in names:
+        return None
     return [n for n in names[: names.index("_write")] if not n.startswith("_")][-1]
 
 
