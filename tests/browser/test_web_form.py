@@ -38,6 +38,15 @@ def paste_and_solve(page: Page, model: dict[str, Any]) -> None:
     page.locator("#model-form").get_by_role("button", name="Solve this model").click()
 
 
+def solve_example(page: Page, button: str, name: str) -> Any:
+    """Load the built-in example behind ``button`` (its model is named ``name``), solve its
+    model, and answer the result."""
+    page.get_by_role("button", name=button).click()
+    expect(page.locator("#model-json")).to_have_value(re.compile(name))
+    page.locator("#model-form").get_by_role("button", name="Solve this model").click()
+    return result(page)
+
+
 def result(page: Page) -> Any:
     """The job's result fragment, once it has arrived."""
     article = page.locator("#result article.job")
@@ -71,10 +80,7 @@ def test_an_infeasible_model_shows_its_conflict_and_a_suggestion_fixes_it(
     live_server: LiveServer, page: Page, screenshot: Screenshot
 ) -> None:
     page.goto(live_server.url + "/")
-    page.get_by_role("button", name="Call centre shifts (infeasible)").click()
-    expect(page.locator("#model-json")).to_have_value(re.compile("call_centre"))
-    page.locator("#model-form").get_by_role("button", name="Solve this model").click()
-    job = result(page)
+    job = solve_example(page, "Call centre shifts (infeasible)", "call_centre")
     expect(job.get_by_role("heading", level=2)).to_contain_text("infeasible")
     # the conflicting sentences are flagged where they stand, and in the model
     conflict_marks = job.locator(".problem-text mark.conflict")
@@ -179,10 +185,7 @@ def test_the_page_fits_a_phone(live_server: LiveServer, phone_page: Page, screen
     page = phone_page
     page.goto(live_server.url + "/")
     screenshot(page, "start")
-    page.get_by_role("button", name="Banquet kitchen schedule").click()
-    expect(page.locator("#model-json")).to_have_value(re.compile("banquet_kitchen"))
-    page.locator("#model-form").get_by_role("button", name="Solve this model").click()
-    job = result(page)
+    job = solve_example(page, "Banquet kitchen schedule", "banquet_kitchen")
     expect(job.locator("[data-objective]")).to_have_text("150")
     expect(job.locator("canvas[data-drawn]")).to_have_count(1)
     widths = page.evaluate(
@@ -196,10 +199,7 @@ def test_keyboard_focus_on_a_constraint_highlights_its_sentence(
     live_server: LiveServer, page: Page, screenshot: Screenshot
 ) -> None:
     page.goto(live_server.url + "/")
-    page.get_by_role("button", name="Bakery: bread or cakes").click()
-    expect(page.locator("#model-json")).to_have_value(re.compile("bakery"))
-    page.locator("#model-form").get_by_role("button", name="Solve this model").click()
-    job = result(page)
+    job = solve_example(page, "Bakery: bread or cakes", "bakery")
     sentence = job.locator(".problem-text mark[data-refs~=resources]")
     expect(sentence).not_to_have_class(re.compile(r"\bhl\b"))
     for _ in range(60):  # Tab through the page until a constraint row has the focus
@@ -438,10 +438,7 @@ def test_on_a_phone_nothing_is_cut_off_and_a_tap_shows_the_sentence(
     first_card = page.locator("#text-form").bounding_box()
     assert last_example and first_card
     assert first_card["y"] - (last_example["y"] + last_example["height"]) >= 8  # a gap, not touching
-    page.get_by_role("button", name="Banquet kitchen schedule").click()
-    expect(page.locator("#model-json")).to_have_value(re.compile("banquet_kitchen"))
-    page.locator("#model-form").get_by_role("button", name="Solve this model").click()
-    job = result(page)
+    job = solve_example(page, "Banquet kitchen schedule", "banquet_kitchen")
     expect(job.locator("[data-objective]")).to_have_text("150")
     # the plan: every column in its box (the description goes under the decision's name)
     scroll = job.locator(".table-scroll")
@@ -465,10 +462,7 @@ def test_maths_that_scrolls_sideways_is_named_for_the_keyboard(
     page = phone_page
     page.set_viewport_size({"width": 320, "height": 700})  # narrow: some formulas scroll
     page.goto(live_server.url + "/")
-    page.get_by_role("button", name="Call centre shifts (infeasible)").click()
-    expect(page.locator("#model-json")).to_have_value(re.compile("call_centre"))
-    page.locator("#model-form").get_by_role("button", name="Solve this model").click()
-    job = result(page)
+    job = solve_example(page, "Call centre shifts (infeasible)", "call_centre")
     expect(job.get_by_role("heading", level=2)).to_contain_text("infeasible")
     unnamed = page.evaluate(
         """[...document.querySelectorAll('#result .tex')].filter((el) => {
